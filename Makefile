@@ -1,0 +1,46 @@
+# The README's two commands: `make course` and `make test`. Each creates/updates .venv first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PRESET ?= tiny
+# Parallel test workers; CI has 2 cores.
+JOBS   ?= 2
+
+.PHONY: help install test test-fast course exercises lab clean bench
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
+
+# Installs with constraints.txt, the one place where versions (torch==2.13.0, the CPU build) are pinned.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[course,dev,hf,triton]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+install: $(VENV)/.installed  ## create .venv and install minillama with all extras
+
+test: $(VENV)/.installed  ## the whole suite: pytest (unit, parity, integration) and nbval over the notebooks
+	$(PY) -m pytest -n $(JOBS) --durations=15 tests
+	@if ls notebooks/*.ipynb solutions/*.ipynb >/dev/null 2>&1; then \
+	  $(PY) -m pytest -n $(JOBS) --nbval --nbval-sanitize-with .nbval-sanitize.cfg -p no:randomly notebooks solutions; \
+	fi
+
+test-fast: $(VENV)/.installed  ## pytest without the slow tests
+	$(PY) -m pytest -n $(JOBS) -m "not slow" tests
+
+course: $(VENV)/.installed  ## the end-to-end course pipeline on the tiny preset; writes runs/course/report.md
+	$(PY) -m minillama course --preset $(PRESET) --out runs/course
+
+exercises: $(VENV)/.installed  ## regenerate exercises/ from solutions/
+	$(PY) -m minillama.grading.exercises solutions exercises
+
+lab: $(VENV)/.installed  ## start JupyterLab at the course
+	$(VENV)/bin/jupyter lab notebooks/00_tour.ipynb
+
+bench: $(VENV)/.installed  ## model throughput benchmark (CPU here; GPU where there is one)
+	$(PY) benchmarks/bench_model.py
+
+clean:  ## remove the virtual environment and caches (keeps runs/)
+	rm -rf $(VENV) .pytest_cache .hypothesis

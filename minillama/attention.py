@@ -1,0 +1,176 @@
+"""Causal self-attention with grouped-query heads, padding masks and a KV cache.
+
+Axis names used in shapes: ``b`` batch, ``t`` query positions, ``s`` key positions, ``h`` query
+heads, ``g`` key/value heads (groups), ``r`` query heads per group (``h = g r``), ``d`` head
+dim, ``c`` model dim.
+
+GQA in the einops path never repeats K and V: the query heads are grouped as ``(g r)`` and each
+group attends to its own key/value head through the einsum, so memory stays at ``g`` heads.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .config import ATTN_BACKENDS, LlamaConfig
+from .rope import apply_rope
+
+
+class KVCache:
+    """Keys and values of every layer for incremental decoding.
+
+    Preallocated as ``(layers, b, g, max_seq_len, d)`` so that decoding a token writes in place
+    instead of concatenating (which would copy the whole cache every step).
+    """
+
+    def __init__(self, config: LlamaConfig, batch_size: int, max_seq_len: int | None = None,
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> None:
+        max_seq_len = config.max_seq_len if max_seq_len is None else max_seq_len
+        if not 1 <= batch_size <= config.max_batch_size:
+            raise ValueError(f"KVCache batch_size must be in [1, max_batch_size={config.max_batch_size}], "
+                             f"got {batch_size}")
+        if not 1 <= max_seq_len <= config.max_seq_len:
+            raise ValueError(f"KVCache max_seq_len must be in [1, config.max_seq_len={config.max_seq_len}], "
+                             f"got {max_seq_len}")
+        shape = (config.n_layers, batch_size, config.n_kv_heads, max_seq_len, config.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0  # positions filled so far, shared by every layer
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[3]
+
+    @property
+    def batch_size(self) -> int:
+        return self.k.shape[1]
+
+    def check_room(self, n_new: int) -> None:
+        if self.length + n_new > self.capacity:
+            raise ValueError(f"KV cache overflow: capacity max_seq_len={self.capacity}, holds {self.length} "
+                             f"positions, cannot add {n_new} more")
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write ``k, v (b, g, t, d)`` after the cached positions of ``layer`` and return all keys and
+        values so far, ``(b, g, s, d)`` with ``s = length + t``. Call :meth:`advance` once all
+        layers have been updated."""
+        end = self.length + k.shape[2]
+        self.k[layer, :, :, self.length:end] = k
+        self.v[layer, :, :, self.length:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, n_new: int) -> None:
+        self.length += n_new
+
+
+def build_attention_mask(attention_mask: torch.Tensor | None, t: int, s: int, causal: bool = True,
+                         device: torch.device | None = None) -> torch.Tensor | None:
+    """Boolean mask of allowed (query, key) pairs, ``(b, 1, t, s)`` or ``(1, 1, t, s)``.
+
+    The queries are the last ``t`` of ``s`` positions, so query ``i`` sees keys ``<= i + s - t``.
+    ``attention_mask (b, s)`` marks real tokens with 1 and padding with 0. Every query may always
+    see itself: a padding query would otherwise have no key at all and its softmax would be NaN;
+    its output is never used. Returns ``None`` when nothing needs masking (a single decoding step
+    with no padding).
+    """
+    if attention_mask is None and (not causal or t == 1):
+        return None
+    device = attention_mask.device if attention_mask is not None else device
+    query_pos = torch.arange(s - t, s, device=device)[:, None]
+    key_pos = torch.arange(s, device=device)[None, :]
+    allowed = key_pos <= query_pos if causal else torch.ones(t, s, dtype=torch.bool, device=device)
+    allowed = allowed[None, None]
+    if attention_mask is not None:
+        if attention_mask.shape[-1] != s:
+            raise ValueError(f"attention_mask must cover all {s} key positions (cache + new), "
+                             f"got shape {tuple(attention_mask.shape)}")
+        allowed = allowed & attention_mask.bool()[:, None, None, :]
+        allowed = allowed | (key_pos == query_pos)[None, None]
+    return allowed
+
+
+def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                    causal: bool = True, scale: float | None = None) -> torch.Tensor:
+    """Softmax attention written out in einops.
+
+    ``q (b, h, t, d)``, ``k, v (b, g, s, d)`` with ``h % g == 0``; ``mask (b|1, 1, t, s)`` of allowed
+    pairs or ``None`` (then plain causal when ``causal`` and ``t > 1``). Returns ``(b, h, t, d)``.
+    """
+    g = k.shape[1]
+    t, s = q.shape[2], k.shape[2]
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    if mask is None and causal and t > 1:
+        mask = build_attention_mask(None, t, s, device=q.device)
+    q = rearrange(q, "b (g r) t d -> b g r t d", g=g)
+    scores = torch.einsum("b g r t d, b g s d -> b g r t s", q, k) * scale
+    if mask is not None:
+        scores = scores.masked_fill(~mask[:, :, None], float("-inf"))
+    probs = scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype)
+    out = torch.einsum("b g r t s, b g s d -> b g r t d", probs, v)
+    return rearrange(out, "b g r t d -> b (g r) t d")
+
+
+def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                   causal: bool = True, scale: float | None = None) -> torch.Tensor:
+    """Same contract as :func:`eager_attention` (``mask`` carries padding; the causal part is
+    implied), through PyTorch's fused kernels (flash,
+    memory-efficient, cuDNN or math, chosen by PyTorch). ``enable_gqa`` lets it read grouped K/V
+    without repeating them."""
+    t, s = q.shape[2], k.shape[2]
+    gqa = q.shape[1] != k.shape[1]
+    if mask is None:
+        # is_causal aligns the mask to the top-left, which is right only when t == s.
+        is_causal = causal and t > 1
+        if is_causal and t != s:
+            mask = build_attention_mask(None, t, s, device=q.device)
+            is_causal = False
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale,
+                                              enable_gqa=gqa)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
+
+
+def triton_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                     causal: bool = True, scale: float | None = None) -> torch.Tensor:
+    """The Triton FlashAttention-2 kernel (:mod:`minillama.kernels`); no padding masks."""
+    if mask is not None:
+        raise ValueError("attn_backend='triton' supports causal attention without a padding "
+                         "attention_mask; use attn_backend='sdpa' or 'eager' for padded batches")
+    from .kernels import flash_attention  # imported lazily: Triton is an optional dependency
+
+    return flash_attention(q, k, v, causal=causal, sm_scale=scale)
+
+
+BACKENDS = {"eager": eager_attention, "sdpa": sdpa_attention, "triton": triton_attention}
+assert set(BACKENDS) == set(ATTN_BACKENDS)
+
+
+class Attention(nn.Module):
+    """Multi-head / grouped-query / multi-query self-attention with RoPE."""
+
+    def __init__(self, config: LlamaConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
+        self.wq = nn.Linear(config.dim, self.n_heads * self.head_dim, bias=False)
+        self.wk = nn.Linear(config.dim, self.n_kv_heads * self.head_dim, bias=False)
+        self.wv = nn.Linear(config.dim, self.n_kv_heads * self.head_dim, bias=False)
+        self.wo = nn.Linear(self.n_heads * self.head_dim, config.dim, bias=False)
+        self.backend = config.attn_backend
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                cache: KVCache | None = None) -> torch.Tensor:
+        """``x (b, t, c)``, ``cos, sin (b, t, d)``, ``mask (b|1, 1, t, s)`` or None -> ``(b, t, c)``."""
+        q = rearrange(self.wq(x), "b t (h d) -> b t h d", d=self.head_dim)
+        k = rearrange(self.wk(x), "b t (g d) -> b t g d", d=self.head_dim)
+        v = rearrange(self.wv(x), "b t (g d) -> b g t d", d=self.head_dim)
+        q = rearrange(apply_rope(q, cos, sin), "b t h d -> b h t d")
+        k = rearrange(apply_rope(k, cos, sin), "b t g d -> b g t d")
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)
+        out = BACKENDS[self.backend](q, k, v, mask, causal=True)
+        return self.wo(rearrange(out, "b h t d -> b t (h d)"))

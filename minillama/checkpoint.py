@@ -1,0 +1,81 @@
+"""Saving and loading weights: safetensors plus a JSON config, written atomically.
+
+No pickle anywhere: a checkpoint from a stranger cannot run code on load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .hf import from_hf_config_dict, from_hf_state_dict, to_hf_config_dict, to_hf_state_dict
+from .model import Llama
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Run ``write(tmp_path)`` then fsync and rename over ``path``: a crash leaves either the old
+    file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        with open(tmp_path, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_json(path: str | Path, data: Any) -> None:
+    atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    contiguous = {k: v.detach().contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda p: save_file(contiguous, str(p), metadata=metadata))
+
+
+def save_pretrained(model: Llama, directory: str | Path) -> None:
+    """``config.json`` + ``model.safetensors`` in transformers' format, loadable by
+    ``transformers.LlamaForCausalLM.from_pretrained`` and :meth:`Llama.from_pretrained`."""
+    directory = Path(directory)
+    config = to_hf_config_dict(model.config)
+    config["torch_dtype"] = str(model.dtype).removeprefix("torch.")
+    save_tensors(directory / "model.safetensors", to_hf_state_dict(model), metadata={"format": "pt"})
+    save_json(directory / "config.json", config)
+
+
+def load_pretrained(directory: str | Path, **config_overrides: Any) -> Llama:
+    """Load a directory with ``config.json`` and ``model.safetensors`` (one file or shards listed in
+    ``model.safetensors.index.json``). Raises ``ValueError`` naming a missing or mis-shaped tensor."""
+    directory = Path(directory)
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise ValueError(f"{directory}: no config.json")
+    config = from_hf_config_dict(json.loads(config_path.read_text()), **config_overrides)
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (directory / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        raise ValueError(f"{directory}: no model.safetensors (only safetensors weights are loaded, never pickle)")
+    state: dict[str, torch.Tensor] = {}
+    for name in files:
+        state.update(load_file(str(directory / name)))
+    dtype = next(iter(state.values())).dtype
+    return from_hf_state_dict(state, config, source=str(directory)).to(dtype)

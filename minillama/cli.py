@@ -1,0 +1,44 @@
+"""``minillama <command> ...``: one entry point; each command lives in the module it runs.
+
+Every command module exposes ``main(argv: list[str] | None) -> int`` with an argparse ``--help``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> (module, one-line summary)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "grade": ("minillama.grading", "grade an exercise notebook"),
+    "bench": ("minillama.bench", "benchmarks (attention kernels, model throughput)"),
+    "data": ("minillama.data.cli", "generate TinyWorld text, chat tasks and splits"),
+    "tokenizer": ("minillama.tokenizer", "train a SentencePiece BPE tokenizer"),
+    "pretrain": ("minillama.train.pretrain", "pretrain a model on TinyWorld stories"),
+    "course": ("minillama.course", "run the end-to-end course pipeline and write the report"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: minillama <command> [options]   (minillama <command> --help for its options)", "",
+             "commands:"]
+    lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"minillama: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
