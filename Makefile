@@ -6,7 +6,7 @@ PRESET ?= tiny
 # Parallel test workers; CI has 2 cores.
 JOBS   ?= 2
 
-.PHONY: help install test test-fast course exercises lab clean bench
+.PHONY: help install test test-fast course exercises notebooks lab clean bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -24,7 +24,7 @@ install: $(VENV)/.installed  ## create .venv and install minillama with all extr
 test: $(VENV)/.installed  ## the whole suite: pytest (unit, parity, integration) and nbval over the notebooks
 	$(PY) -m pytest -n $(JOBS) --durations=15 tests
 	@if ls notebooks/*.ipynb solutions/*.ipynb >/dev/null 2>&1; then \
-	  $(PY) -m pytest -n $(JOBS) --nbval --nbval-sanitize-with .nbval-sanitize.cfg -p no:randomly notebooks solutions; \
+	  $(PY) -m pytest -n $(JOBS) --dist loadscope --nbval --nbval-sanitize-with .nbval-sanitize.cfg -p no:randomly notebooks solutions; \
 	fi
 
 test-fast: $(VENV)/.installed  ## pytest without the slow tests
@@ -36,11 +36,15 @@ course: $(VENV)/.installed  ## the end-to-end course pipeline on the tiny preset
 exercises: $(VENV)/.installed  ## regenerate exercises/ from solutions/
 	$(PY) -m minillama.grading.exercises solutions exercises
 
+notebooks: $(VENV)/.installed  ## re-execute every chapter and solution notebook in place (outputs are committed)
+	$(PY) -m minillama.notebook_tools notebooks/*.ipynb solutions/*.ipynb
+
 lab: $(VENV)/.installed  ## start JupyterLab at the course
 	$(VENV)/bin/jupyter lab notebooks/00_tour.ipynb
 
-bench: $(VENV)/.installed  ## model throughput benchmark (CPU here; GPU where there is one)
+bench: $(VENV)/.installed  ## model throughput and attention benchmarks (CPU here; GPU where there is one)
 	$(PY) benchmarks/bench_model.py
+	$(PY) -m minillama bench attention
 
 clean:  ## remove the virtual environment and caches (keeps runs/)
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -6,47 +6,15 @@ No pickle anywhere: a checkpoint from a stranger cannot run code on load.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from .fileio import atomic_write, save_json, save_tensors  # noqa: F401  (re-exported)
 from .hf import from_hf_config_dict, from_hf_state_dict, to_hf_config_dict, to_hf_state_dict
 from .model import Llama
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Run ``write(tmp_path)`` then fsync and rename over ``path``: a crash leaves either the old
-    file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        write(tmp_path)
-        with open(tmp_path, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def save_json(path: str | Path, data: Any) -> None:
-    atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
-
-
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    contiguous = {k: v.detach().contiguous() for k, v in tensors.items()}
-    atomic_write(path, lambda p: save_file(contiguous, str(p), metadata=metadata))
 
 
 def save_pretrained(model: Llama, directory: str | Path) -> None:

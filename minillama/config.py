@@ -57,7 +57,7 @@ class LlamaConfig:
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
             self.n_kv_heads = self.n_heads
-        if self.rope_scaling is not None:
+        if isinstance(self.rope_scaling, dict):  # anything else is left for validate() to reject
             self.rope_scaling = dict(self.rope_scaling)
             # Hugging Face's older configs say "type" instead of "rope_type".
             if "rope_type" not in self.rope_scaling and "type" in self.rope_scaling:

@@ -8,7 +8,7 @@ rows are permuted on the way in (see :mod:`minillama.rope`).
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 
@@ -64,6 +64,13 @@ def minillama_name(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------- configs
+# LlamaConfig fields transformers has no key for. They travel in a "minillama" entry of config.json
+# (transformers keeps unknown entries as they are), so that a saved model loads back with the same
+# context length and batch limit, not transformers' defaults. attn_backend stays out: it is a choice
+# of the machine that runs the model, not of the one that saved it.
+_MINILLAMA_FIELDS = ("multiple_of", "ffn_dim_multiplier", "hidden_dim", "max_seq_len", "max_batch_size")
+
+
 def to_hf_config_dict(config: LlamaConfig) -> dict[str, Any]:
     """The ``config.json`` transformers' ``LlamaConfig`` reads, for ``config``."""
     scaling = None if config.rope_scaling is None else dict(config.rope_scaling)
@@ -91,12 +98,18 @@ def to_hf_config_dict(config: LlamaConfig) -> dict[str, Any]:
         "attention_bias": False,
         "mlp_bias": False,
         "initializer_range": config.init_std,
+        # Special tokens belong to the tokenizer, not to LlamaConfig; left unset, transformers would
+        # default to bos=1, eos=2 and its generate() would stop wherever the model emits id 2.
+        "bos_token_id": None,
+        "eos_token_id": None,
+        "minillama": {name: getattr(config, name) for name in _MINILLAMA_FIELDS},
     }
 
 
 def from_hf_config_dict(hf: Mapping[str, Any], **overrides: Any) -> LlamaConfig:
     """A :class:`LlamaConfig` from a transformers Llama ``config.json`` dict (old ``rope_scaling`` or
-    new ``rope_parameters`` form)."""
+    new ``rope_parameters`` form). The ``"minillama"`` entry written by :func:`to_hf_config_dict`, when
+    present, restores the fields transformers does not store; ``overrides`` win over both."""
     dim, n_heads = hf["hidden_size"], hf["num_attention_heads"]
     if hf.get("head_dim") not in (None, dim // n_heads):
         raise ValueError(f"head_dim={hf['head_dim']} != hidden_size / num_attention_heads = {dim // n_heads}; "
@@ -112,16 +125,26 @@ def from_hf_config_dict(hf: Mapping[str, Any], **overrides: Any) -> LlamaConfig:
         scaling.pop("type", None)
         if scaling["rope_type"] == "default":
             scaling = None
-    max_seq_len = hf.get("max_position_embeddings", 2048)
+    max_positions = max_seq_len = hf.get("max_position_embeddings", 2048)
     if scaling is not None and scaling["rope_type"] == "dynamic":
-        scaling["original_max_position_embeddings"] = max_seq_len
-        max_seq_len = int(max_seq_len * scaling["factor"])
+        scaling["original_max_position_embeddings"] = max_positions
+        max_seq_len = int(max_positions * scaling["factor"])
+    extra = dict(hf.get("minillama") or {})
+    unknown = sorted(set(extra) - set(_MINILLAMA_FIELDS))
+    if unknown:
+        raise ValueError(f"config.json 'minillama' entry has unknown fields {unknown}; "
+                         f"allowed: {list(_MINILLAMA_FIELDS)}")
+    if extra.get("max_seq_len") == max_positions and scaling is not None and scaling["rope_type"] == "dynamic":
+        scaling.pop("original_max_position_embeddings")  # no extension: the default, as the config had it
     config = LlamaConfig(
         dim=dim, n_layers=hf["num_hidden_layers"], n_heads=n_heads,
         n_kv_heads=hf.get("num_key_value_heads") or n_heads, vocab_size=hf["vocab_size"],
-        hidden_dim=hf["intermediate_size"], norm_eps=hf.get("rms_norm_eps", 1e-6), rope_theta=float(theta),
-        rope_scaling=scaling, max_seq_len=max_seq_len, tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        init_std=hf.get("initializer_range", 0.02))
+        norm_eps=hf.get("rms_norm_eps", 1e-6), rope_theta=float(theta), rope_scaling=scaling,
+        tie_embeddings=bool(hf.get("tie_word_embeddings", False)), init_std=hf.get("initializer_range", 0.02),
+        **{"hidden_dim": hf["intermediate_size"], "max_seq_len": max_seq_len, **extra})
+    if config.ffn_hidden_dim != hf["intermediate_size"]:
+        raise ValueError(f"config.json 'minillama' sizing gives a feed-forward width of {config.ffn_hidden_dim}, "
+                         f"but intermediate_size is {hf['intermediate_size']}; the two must agree")
     return config.replace(**overrides) if overrides else config
 
 
@@ -134,24 +157,36 @@ def to_hf_state_dict(model: Llama) -> dict[str, torch.Tensor]:
     return {hf_name(k): v for k, v in state.items()}
 
 
-def load_state_dict_checked(model: Llama, state: Mapping[str, torch.Tensor], source: str) -> None:
+def _listed(names: list[str]) -> str:
+    return f"{names[:5]}{' ...' if len(names) > 5 else ''}"
+
+
+def load_state_dict_checked(model: Llama, state: Mapping[str, torch.Tensor], source: str,
+                            source_name: Callable[[str], str] = lambda name: name) -> None:
     """Copy ``state`` into ``model``; a missing, unexpected or mis-shaped tensor raises a
-    ``ValueError`` that names it."""
+    ``ValueError`` that names it as ``source_name`` spells it (the name found in the file)."""
     expected = model.state_dict()
     if model.config.tie_embeddings:
         expected.pop("output.weight", None)
         state = {k: v for k, v in state.items() if k != "output.weight"}
     missing = sorted(set(expected) - set(state))
     if missing:
-        raise ValueError(f"{source}: missing tensor(s) {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        raise ValueError(f"{source}: missing tensor(s) {_listed([source_name(n) for n in missing])}")
     unexpected = sorted(set(state) - set(expected))
     if unexpected:
-        raise ValueError(f"{source}: unexpected tensor(s) {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        raise ValueError(f"{source}: unexpected tensor(s) {_listed([source_name(n) for n in unexpected])}")
     for name, tensor in state.items():
         if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise ValueError(f"{source}: tensor {name!r} has shape {tuple(tensor.shape)}, "
+            raise ValueError(f"{source}: tensor {source_name(name)!r} has shape {tuple(tensor.shape)}, "
                              f"the config expects {tuple(expected[name].shape)}")
     model.load_state_dict(state, strict=False)
+
+
+def _empty_llama(config: LlamaConfig) -> Llama:
+    """A model to load weights into. Its initial weights are overwritten at once, so they are drawn
+    from a forked generator: loading a checkpoint leaves torch's global random state as it was."""
+    with torch.random.fork_rng(devices=[]):
+        return Llama(config, seed=None)
 
 
 def from_hf_state_dict(state: Mapping[str, torch.Tensor], config: LlamaConfig, source: str = "state dict") -> Llama:
@@ -160,8 +195,8 @@ def from_hf_state_dict(state: Mapping[str, torch.Tensor], config: LlamaConfig, s
         if name.endswith("rotary_emb.inv_freq"):  # older transformers saved this buffer
             continue
         renamed[minillama_name(name)] = tensor
-    model = Llama(config, seed=None)
-    load_state_dict_checked(model, renamed, source)
+    model = _empty_llama(config)
+    load_state_dict_checked(model, renamed, source, source_name=hf_name)
     return model
 
 
@@ -171,7 +206,8 @@ def to_hf(model: Llama) -> "transformers.LlamaForCausalLM":
     import transformers
 
     hf_config = transformers.LlamaConfig(**to_hf_config_dict(model.config))
-    hf_model = transformers.LlamaForCausalLM(hf_config).to(dtype=model.dtype)
+    with torch.random.fork_rng(devices=[]):  # its random init is overwritten below
+        hf_model = transformers.LlamaForCausalLM(hf_config).to(dtype=model.dtype)
     missing, unexpected = hf_model.load_state_dict(to_hf_state_dict(model), strict=False)
     allowed_missing = {"lm_head.weight"} if model.config.tie_embeddings else set()
     if set(missing) - allowed_missing or unexpected:
@@ -194,12 +230,14 @@ def from_meta_state_dict(state: Mapping[str, torch.Tensor], config: LlamaConfig)
     ``layers.N.attention.wq``, ``feed_forward.w1``, ...; interleaved RoPE pairs)."""
     converted = {}
     for name, tensor in state.items():
+        if name == "rope.freqs":  # Llama 2's precomputed frequency table: derived from the config, not a weight
+            continue
         if name.endswith("attention.wq.weight"):
             tensor = permute_heads_for_half_split(tensor, config.n_heads)
         elif name.endswith("attention.wk.weight"):
             tensor = permute_heads_for_half_split(tensor, config.n_kv_heads)
         converted[name] = tensor
-    model = Llama(config, seed=None)
+    model = _empty_llama(config)
     load_state_dict_checked(model, converted, "Meta state dict")
     return model
 

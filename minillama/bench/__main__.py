@@ -1,0 +1,7 @@
+"""``python -m minillama.bench <benchmark>``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
