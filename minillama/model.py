@@ -106,7 +106,9 @@ class LlamaBackbone(nn.Module):
         if start + t > self.config.max_seq_len:
             raise ValueError(f"sequence length {start + t} exceeds max_seq_len={self.config.max_seq_len}; "
                              f"allowed: at most max_seq_len positions (cache included)")
-        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.config.vocab_size):
+        # The range check reads values back from the device; under torch.compile it would break the graph.
+        if (input_ids.numel() and not torch.compiler.is_compiling()
+                and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.config.vocab_size)):
             raise ValueError(f"token ids must be in [0, vocab_size={self.config.vocab_size}), got values in "
                              f"[{int(input_ids.min())}, {int(input_ids.max())}]")
         if cache is not None:

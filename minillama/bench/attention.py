@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..attention import eager_attention
-from ..checkpoint import save_json
+from ..fileio import save_json
 
 GPU_BACKENDS = ("triton", "sdpa", "sdpa_flash", "sdpa_efficient", "eager")
 CPU_BACKENDS = ("sdpa", "sdpa_flash", "sdpa_math", "eager")
