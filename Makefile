@@ -24,7 +24,7 @@ install: $(VENV)/.installed  ## create .venv and install minillama with all extr
 test: $(VENV)/.installed  ## the whole suite: pytest (unit, parity, integration) and nbval over the notebooks
 	$(PY) -m pytest -n $(JOBS) --durations=15 tests
 	@if ls notebooks/*.ipynb solutions/*.ipynb >/dev/null 2>&1; then \
-	  $(PY) -m pytest -n $(JOBS) --dist loadscope --nbval --nbval-sanitize-with .nbval-sanitize.cfg -p no:randomly notebooks solutions; \
+	  OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist loadscope --nbval --nbval-sanitize-with .nbval-sanitize.cfg -p no:randomly notebooks solutions; \
 	fi
 
 test-fast: $(VENV)/.installed  ## pytest without the slow tests

@@ -15,6 +15,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("minillama.data.cli", "generate TinyWorld text, chat tasks and splits"),
     "tokenizer": ("minillama.tokenizer", "train a SentencePiece BPE tokenizer"),
     "pretrain": ("minillama.train.pretrain", "pretrain a model on TinyWorld stories"),
+    "sft": ("minillama.post.sft", "supervised fine-tuning on chat tasks (loss on answer tokens only)"),
+    "reward": ("minillama.post.reward", "train a helpfulness or safety reward model"),
+    "rejection": ("minillama.post.rejection", "rejection-sampling fine-tuning and the reward-vs-K study"),
+    "dpo": ("minillama.post.dpo", "direct preference optimisation on preference pairs"),
     "course": ("minillama.course", "run the end-to-end course pipeline and write the report"),
 }
 

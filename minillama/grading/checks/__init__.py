@@ -16,10 +16,14 @@ from ..check import Checks
 
 # chapter number -> module in this package. Adding a chapter's checks: write the module, add a line.
 CHAPTERS: dict[str, str] = {
+    "01": "ch01_tokenizer",
     "02": "ch02_rmsnorm_swiglu",
     "03": "ch03_rope",
     "04": "ch04_attention_gqa_kvcache",
+    "05": "ch05_flash_attention",
     "06": "ch06_the_llama_model",
+    "07": "ch07_pretraining",
+    "08": "ch08_generation",
 }
 
 _CHAPTER_PREFIX = re.compile(r"^(\d\d)_")

@@ -69,8 +69,8 @@ def lr_at_floor_and_beyond(learner: Learner) -> None:
 @CHECKS.add(points=1, hint="with warmup_steps = 0 there is no warmup (and nothing to divide by): step 0 is "
                            "already max_lr and the cosine starts at once")
 def lr_at_without_warmup(learner: Learner) -> None:
-    for step in (0, 1, 25, 49, 50):
-        _expect_lr(learner, step, 5e-4, 0, 50)
+    for step in (0, 1, 25, 49, 50):  # min_ratio 0 here: the floor has checks of its own
+        _expect_lr(learner, step, 5e-4, 0, 50, 0.0)
 
 
 # ------------------------------------------------------------------ shifted_lm_loss
