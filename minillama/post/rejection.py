@@ -1,0 +1,399 @@
+"""Rejection sampling fine-tuning, Llama 2's fourth stage: sample K answers per prompt, keep the one
+the reward models like best, fine-tune the policy on the kept answers, repeat.
+
+One round:
+
+1. ``K`` samples per prompt from the current policy at a temperature (batched on the KV cache,
+   :func:`~minillama.post.sampling.sample_responses`);
+2. each scored by the two reward models combined by Llama 2's rule
+   (:meth:`~minillama.post.reward.RewardScorer.combined`: the safety score where the prompt is
+   risky or the answer looks unsafe, the helpfulness score elsewhere);
+3. the best of the ``K`` kept (:func:`best_of_k`). As Llama 2 did after finding that training on
+   the last round's samples alone lost ground, each prompt keeps the best answer of *all* rounds
+   so far;
+4. the policy fine-tuned on the kept ``(prompt, answer)`` chats with the SFT loss and packing.
+
+Why it works, and where it stops working, shows in :func:`reward_vs_k`: the best of K samples
+gets better with K while the median does not, so the gap between them is what fine-tuning on the
+best can gain; and since the oracle also scores every sample, :func:`pick_quality` shows how far
+the reward models' pick falls behind the oracle's own best pick (reward-model error, and the
+over-optimisation that grows with K).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from ..data import Oracle, Task
+from ..fileio import atomic_write, save_json
+from ..model import Llama
+from ..tokenizer import Tokenizer
+from ..train import DistEnv, TrainConfig, Trainer
+from .evaluate import evaluate_model, summary
+from .reward import RewardScorer, is_risky_prompt
+from .sampling import sample_responses
+from .sft import PackedSFTBatches, chat_example, read_tasks, resolve_model_dir, sft_loss
+
+KS: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+
+
+class Kept(NamedTuple):
+    """The answer rejection sampling keeps for a prompt, and its combined reward."""
+
+    prompt: str
+    response: str
+    score: float
+
+
+# ---------------------------------------------------------------------------------- selection
+def best_of_k(scores: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Index of the best of each row's ``K`` samples: ``(n, K) -> (n,)`` (the first one on a tie)."""
+    scores = torch.as_tensor(scores)
+    if scores.dim() != 2 or scores.shape[1] < 1:
+        raise ValueError(f"scores must be (prompts, samples) with at least one sample, got {tuple(scores.shape)}")
+    return scores.argmax(-1)
+
+
+def sample_and_score(policy: Llama, tokenizer: Tokenizer, scorer: RewardScorer, tasks: Sequence[Task], k: int = 8,
+                     temperature: float = 1.0, seed: int = 0, max_new_tokens: int = 64, batch_size: int = 64,
+                     progress: bool = False) -> tuple[list[list[str]], torch.Tensor]:
+    """``k`` samples per task and their combined rewards ``(n, k)``."""
+    prompts = [t.prompt for t in tasks]
+    samples = sample_responses(policy, tokenizer, prompts, n_samples=k, temperature=temperature,
+                               max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, progress=progress)
+    flat_prompts = [p for p in prompts for _ in range(k)]
+    flat_risky = [is_risky_prompt(t) for t in tasks for _ in range(k)]
+    scores = scorer.combined(flat_prompts, [s for row in samples for s in row], flat_risky)
+    return samples, scores.view(len(tasks), k)
+
+
+def select_best(tasks: Sequence[Task], samples: Sequence[Sequence[str]], scores: torch.Tensor) -> list[Kept]:
+    best = best_of_k(scores)
+    return [Kept(t.prompt, row[int(j)], float(scores[i, j])) for i, (t, row, j) in enumerate(zip(tasks, samples, best))]
+
+
+def rejection_sampling_round(policy: Llama, tokenizer: Tokenizer, scorer: RewardScorer, tasks: Sequence[Task],
+                             k: int = 8, temperature: float = 1.0, seed: int = 0, max_new_tokens: int = 64,
+                             batch_size: int = 64, progress: bool = False) -> list[Kept]:
+    """The best of ``k`` samples per task by the combined reward: ``[(prompt, response, score)]``
+    in task order. Fine-tune on them with :func:`finetune_on_samples`."""
+    samples, scores = sample_and_score(policy, tokenizer, scorer, tasks, k, temperature, seed, max_new_tokens,
+                                       batch_size, progress)
+    return select_best(tasks, samples, scores)
+
+
+def merge_best(previous: dict[str, Kept], new: Sequence[Kept]) -> dict[str, Kept]:
+    """Per prompt, the higher-scoring of the answer kept so far and the new one."""
+    merged = dict(previous)
+    for kept in new:
+        if kept.prompt not in merged or kept.score > merged[kept.prompt].score:
+            merged[kept.prompt] = kept
+    return merged
+
+
+def finetune_on_samples(policy: Llama, tokenizer: Tokenizer, kept: Sequence[Kept], out_dir: str | Path,
+                        epochs: int = 1, lr: float = 1e-4, batch_size: int = 16, seq_len: int | None = None,
+                        seed: int = 0, device: str = "auto", progress: bool = True) -> Llama:
+    """Fine-tune ``policy`` on the kept chats with the SFT loss (answer tokens only, packed rows),
+    through the shared trainer writing into ``out_dir`` (rerunning resumes)."""
+    if not kept:
+        raise ValueError("kept must not be empty")
+    examples = [chat_example(tokenizer, k.prompt, k.response) for k in kept]
+    tokens = sum(len(ids) for ids, _ in examples)
+    seq_len = min(seq_len or policy.config.max_seq_len, tokens - 1)
+    batches = PackedSFTBatches(examples, batch_size, seq_len, seed)
+    steps = epochs * batches.steps_per_epoch
+    config = TrainConfig(steps=steps, lr=lr, warmup_steps=min(steps, max(1, steps // 30)), eval_interval=0,
+                         checkpoint_interval=max(1, steps // 4), seed=seed, device=device, progress=progress)
+    Trainer(policy, sft_loss, batches, config, out_dir).fit()
+    return policy.eval()
+
+
+# ---------------------------------------------------------------------------------- analysis
+def _check_ks(n_samples: int, ks: Sequence[int]) -> list[int]:
+    if any(k < 1 for k in ks):
+        raise ValueError(f"ks must be >= 1, got {list(ks)}")
+    kept = [k for k in ks if k <= n_samples]
+    if not kept:
+        raise ValueError(f"every k in {list(ks)} exceeds the {n_samples} samples per prompt")
+    return kept
+
+
+def reward_vs_k(scores: torch.Tensor | np.ndarray, ks: Sequence[int] = KS) -> dict[str, list[float]]:
+    """Max and median reward among the first ``K`` samples of each prompt, averaged over prompts,
+    for each ``K`` in ``ks`` (those above the number of samples are left out). ``scores (n, Kmax)``.
+
+    The samples are nested (the first 4 contain the first 2), so the max never decreases with K."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be (prompts, samples), got shape {scores.shape}")
+    ks = _check_ks(scores.shape[1], ks)
+    return {"k": ks, "max": [float(scores[:, :k].max(1).mean()) for k in ks],
+            "median": [float(np.median(scores[:, :k], axis=1).mean()) for k in ks]}
+
+
+def pick_quality(rm_scores: torch.Tensor | np.ndarray, oracle_scores: torch.Tensor | np.ndarray,
+                 ks: Sequence[int] = KS) -> dict[str, list[float]]:
+    """For each ``K``: the oracle's mean score of the reward models' pick among the first ``K``
+    samples, of the oracle's own best pick, and of a random sample (the mean). Both ``(n, Kmax)``."""
+    rm_scores, oracle_scores = np.asarray(rm_scores, np.float64), np.asarray(oracle_scores, np.float64)
+    if rm_scores.shape != oracle_scores.shape or rm_scores.ndim != 2:
+        raise ValueError(f"rm_scores and oracle_scores must both be (prompts, samples), got {rm_scores.shape} "
+                         f"and {oracle_scores.shape}")
+    ks = _check_ks(rm_scores.shape[1], ks)
+    rows = np.arange(len(rm_scores))
+    return {"k": ks,
+            "oracle_of_rm_pick": [float(oracle_scores[rows, rm_scores[:, :k].argmax(1)].mean()) for k in ks],
+            "oracle_best": [float(oracle_scores[:, :k].max(1).mean()) for k in ks],
+            "oracle_mean": [float(oracle_scores[:, :k].mean()) for k in ks]}
+
+
+def oracle_scores(oracle: Oracle, tasks: Sequence[Task], samples: Sequence[Sequence[str]]) -> np.ndarray:
+    """The oracle's combined score of every sample, ``(n, K)``."""
+    return np.array([[oracle.combined(t, s).score for s in row] for t, row in zip(tasks, samples)])
+
+
+def reward_vs_k_study(policy: Llama, tokenizer: Tokenizer, scorer: RewardScorer, oracle: Oracle,
+                      tasks: Sequence[Task], temperatures: Sequence[float] = (0.6, 0.8, 1.0, 1.2), k_max: int = 32,
+                      ks: Sequence[int] = KS, seed: int = 0, max_new_tokens: int = 64, batch_size: int = 64,
+                      progress: bool = False) -> dict[str, Any]:
+    """:func:`reward_vs_k` and :func:`pick_quality` of ``k_max`` samples per task at each temperature."""
+    ks = _check_ks(k_max, ks)
+    curves = {}
+    for temperature in temperatures:
+        samples, rm = sample_and_score(policy, tokenizer, scorer, tasks, k_max, temperature, seed, max_new_tokens,
+                                       batch_size, progress)
+        curves[f"{temperature:g}"] = {**reward_vs_k(rm, ks), **pick_quality(rm, oracle_scores(oracle, tasks, samples),
+                                                                             ks)}
+    return {"prompts": len(tasks), "k_max": k_max, "seed": seed, "temperatures": curves}
+
+
+def plot_reward_vs_k(study: dict[str, Any], path: str | Path) -> Figure:
+    """Left: max (solid) and median (dashed) combined reward vs K, one colour per temperature.
+    Right: the oracle's score of the reward models' pick (solid) and of its own best (dotted).
+    Written to ``path`` (png) atomically."""
+    fig = Figure(figsize=(11, 4), dpi=100)
+    left, right = fig.subplots(1, 2)
+    colors = [f"C{i}" for i in range(len(study["temperatures"]))]
+    for color, (temperature, c) in zip(colors, study["temperatures"].items()):
+        left.plot(c["k"], c["max"], "o-", color=color, label=f"T={temperature} max")
+        left.plot(c["k"], c["median"], "s--", color=color, label=f"T={temperature} median", alpha=0.7)
+        right.plot(c["k"], c["oracle_of_rm_pick"], "o-", color=color, label=f"T={temperature} reward models' pick")
+        right.plot(c["k"], c["oracle_best"], ":", color=color, label=f"T={temperature} oracle's best")
+    for ax, ylabel, title in ((left, "combined reward (reward models)", "reward of the best and median of K"),
+                              (right, "oracle's combined score", "what the pick is really worth")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("K (samples per prompt)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png"))
+    return fig
+
+
+# ---------------------------------------------------------------------------------- the stage
+def _resolve_rm_dir(path: str | Path) -> Path:
+    """A reward model directory, or a ``minillama reward`` run directory with ``model/`` in it."""
+    path = Path(path)
+    return path / "model" if (path / "model" / "config.json").is_file() else path
+
+
+def _save_samples(path: Path, tasks: Sequence[Task], samples: Sequence[Sequence[str]], rm: torch.Tensor,
+                  oracle: np.ndarray) -> None:
+    rows = [{"prompt": t.prompt, "samples": list(s), "reward": rm[i].tolist(), "oracle": oracle[i].tolist()}
+            for i, (t, s) in enumerate(zip(tasks, samples))]
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def _load_samples(path: Path) -> tuple[list[list[str]], torch.Tensor, np.ndarray]:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return ([r["samples"] for r in rows], torch.tensor([r["reward"] for r in rows]),
+            np.array([r["oracle"] for r in rows]))
+
+
+def _save_kept(path: Path, kept: Sequence[Kept]) -> None:
+    text = "".join(json.dumps(k._asdict()) + "\n" for k in kept)
+    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def _load_kept(path: Path) -> list[Kept]:
+    return [Kept(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _subset(tasks: list[Task], n: int, seed: int) -> list[Task]:
+    if n >= len(tasks):
+        return tasks
+    keep = np.sort(np.random.default_rng([seed, 13]).choice(len(tasks), n, replace=False))
+    return [tasks[i] for i in keep]
+
+
+def run_rejection_sampling(sft_dir: str | Path, rm_dirs: tuple[str | Path, str | Path], tokenizer: Tokenizer,
+                           data_dir: str | Path, out_dir: str | Path, rounds: int = 2, k: int = 8,
+                           temperature: float = 1.0, n_prompts: int = 1000, epochs: int = 1, lr: float = 1e-4,
+                           batch_size: int = 16, max_new_tokens: int = 64, eval_prompts: int = 200,
+                           eval_safety: int = 100, seed: int = 0, device: str = "auto",
+                           progress: bool = True) -> dict[str, Any]:
+    """``rounds`` rounds of rejection sampling from the SFT model in ``sft_dir``, scored by the
+    reward models in ``rm_dirs`` (helpfulness, safety), on ``n_prompts`` training prompts of
+    ``data_dir`` (chat and safety tasks; the same prompts every round).
+
+    Round ``r`` writes ``out_dir/round_r/``: ``samples.jsonl`` (every sample, its reward and its
+    oracle score), ``kept.jsonl`` (the best answer per prompt over rounds 1..r), ``train/`` (the
+    trainer's run), ``model/`` and, last, ``metrics.json``. A round with ``metrics.json`` is done
+    and skipped on a rerun; an unfinished one reuses its samples and resumes its training. Returns
+    (and writes to ``out_dir/metrics.json``) the oracle's scores of the SFT model and of every round."""
+    if rounds < 1 or k < 1:
+        raise ValueError(f"rounds and k must be >= 1, got {rounds} and {k}")
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    device_ = DistEnv().device(device)
+    chat_val, safety_val = read_tasks(data_dir / "chat_val.jsonl"), read_tasks(data_dir / "safety_val.jsonl")
+    tasks = _subset(read_tasks(data_dir / "chat_train.jsonl", data_dir / "safety_train.jsonl"), n_prompts, seed)
+    eval_tasks = chat_val[:eval_prompts] + safety_val[:eval_safety]
+    oracle = Oracle([*tasks, *eval_tasks])
+    scorer = RewardScorer.load(_resolve_rm_dir(rm_dirs[0]), _resolve_rm_dir(rm_dirs[1]), tokenizer, device_)
+    policy_dir = resolve_model_dir(sft_dir)
+
+    def evaluate(model: Llama) -> dict[str, Any]:
+        result = evaluate_model(model, tokenizer, oracle, eval_tasks, max_new_tokens, seed=seed, progress=progress)
+        return summary(result, per_prompt=False)
+
+    sft_eval_path = out_dir / "sft_eval.json"
+    if not sft_eval_path.is_file():
+        save_json(sft_eval_path, evaluate(Llama.from_pretrained(policy_dir).float().to(device_)))
+    report: dict[str, Any] = {"sft": json.loads(sft_eval_path.read_text()), "rounds": []}
+    best: dict[str, Kept] = {}
+    for r in range(1, rounds + 1):
+        round_dir = out_dir / f"round_{r}"
+        if (round_dir / "metrics.json").is_file():
+            best = {kept.prompt: kept for kept in _load_kept(round_dir / "kept.jsonl")}
+            report["rounds"].append(json.loads((round_dir / "metrics.json").read_text()))
+            policy_dir = round_dir / "model"
+            continue
+        policy = Llama.from_pretrained(policy_dir).float().to(device_)
+        if (round_dir / "samples.jsonl").is_file():
+            samples, rm, truth = _load_samples(round_dir / "samples.jsonl")
+        else:
+            samples, rm = sample_and_score(policy, tokenizer, scorer, tasks, k, temperature, seed + r,
+                                           max_new_tokens, progress=progress)
+            truth = oracle_scores(oracle, tasks, samples)
+            _save_samples(round_dir / "samples.jsonl", tasks, samples, rm, truth)
+        best = merge_best(best, select_best(tasks, samples, rm))
+        _save_kept(round_dir / "kept.jsonl", list(best.values()))
+        policy = finetune_on_samples(policy, tokenizer, list(best.values()), round_dir / "train", epochs, lr,
+                                     batch_size, seed=seed + r, device=device, progress=progress)
+        policy.save_pretrained(round_dir / "model")
+        tokenizer.save(round_dir / "model")
+        metrics = {"round": r, "k": k, "temperature": temperature, "prompts": len(tasks),
+                   "samples": {**reward_vs_k(rm, [1, k]), **pick_quality(rm, truth, [1, k])},
+                   "kept_mean_reward": float(np.mean([kept.score for kept in best.values()])),
+                   "eval": evaluate(policy)}
+        save_json(round_dir / "metrics.json", metrics)
+        report["rounds"].append(metrics)
+        policy_dir = round_dir / "model"
+    save_json(out_dir / "metrics.json", report)
+    plot_rounds(report, out_dir / "rounds.png")
+    return report
+
+
+def plot_rounds(report: dict[str, Any], path: str | Path) -> Figure:
+    """The oracle's combined score and helpful accuracy (with 95% intervals) of the SFT model and
+    after every round, written to ``path`` (png)."""
+    stages = [("SFT", report["sft"])] + [(f"RS {m['round']}", m["eval"]) for m in report["rounds"]]
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.add_subplot()
+    for metric, marker in (("combined", "o-"), ("helpful_accuracy", "s--")):
+        stats = [s[metric] for _, s in stages]
+        means = [st["mean"] for st in stats]
+        errors = [[m - st["lo"] for m, st in zip(means, stats)], [st["hi"] - m for m, st in zip(means, stats)]]
+        ax.errorbar(range(len(stages)), means, yerr=errors, fmt=marker, capsize=3, label=metric.replace("_", " "))
+    ax.set_xticks(range(len(stages)), [name for name, _ in stages])
+    ax.set_ylabel("oracle score on val prompts")
+    ax.set_title("rejection sampling, round by round")
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png"))
+    return fig
+
+
+# ---------------------------------------------------------------------------------- command line
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="minillama rejection",
+        description="Rejection sampling fine-tuning (Llama 2): K samples per prompt from the policy, the best by the "
+                    "helpfulness and safety reward models (Llama 2's combination), SFT on the best, repeated for "
+                    "--rounds. Writes OUT/round_N/ (samples, kept answers, model, metrics.json), OUT/metrics.json and "
+                    "OUT/rounds.png; rerunning resumes. With --analysis it instead samples --analysis-k answers at "
+                    "each of --temperatures and writes OUT/reward_vs_k.json and .png (max and median reward vs K, "
+                    "and the oracle's view of the pick).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--sft", required=True, type=Path, help="the SFT model directory (or the SFT run directory)")
+    p.add_argument("--rm-helpfulness", required=True, type=Path, help="helpfulness reward model (or its run directory)")
+    p.add_argument("--rm-safety", required=True, type=Path, help="safety reward model (or its run directory)")
+    p.add_argument("--tokenizer", type=Path,
+                   help="tokenizer.model or its directory (default: the one saved with the SFT model)")
+    p.add_argument("--data", required=True, type=Path, help="a `minillama data` folder (chat_*.jsonl, safety_*.jsonl)")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--rounds", type=int, default=2, help="rounds of sampling and fine-tuning")
+    p.add_argument("--k", type=int, default=8, help="samples per prompt")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--prompts", type=int, default=1000, help="training prompts sampled each round")
+    p.add_argument("--epochs", type=int, default=1, help="passes over the kept answers per round")
+    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate of the fine-tuning")
+    p.add_argument("--batch-size", type=int, default=16, help="packed rows per step")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="longest sample, in tokens")
+    p.add_argument("--eval-prompts", type=int, default=200, help="chat val prompts the oracle scores after each round")
+    p.add_argument("--eval-safety", type=int, default=100, help="safety val prompts scored likewise")
+    p.add_argument("--analysis", action="store_true", help="run the reward-vs-K study on the SFT model instead")
+    p.add_argument("--analysis-prompts", type=int, default=64, help="prompts of the study (from chat and safety val)")
+    p.add_argument("--analysis-k", type=int, default=32, help="samples per prompt in the study")
+    p.add_argument("--temperatures", type=float, nargs="+", default=[0.6, 0.8, 1.0, 1.2],
+                   help="temperatures of the study")
+    p.add_argument("--seed", type=int, default=0, help="seed of the prompt subset, the samples and the data order")
+    p.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda or cuda:N")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.sft = resolve_model_dir(args.sft)
+    tokenizer = Tokenizer.load(args.tokenizer or args.sft)
+    progress = not args.no_progress
+    if args.analysis:
+        device = DistEnv().device(args.device)
+        half = args.analysis_prompts // 2
+        tasks = (read_tasks(args.data / "chat_val.jsonl")[:args.analysis_prompts - half]
+                 + read_tasks(args.data / "safety_val.jsonl")[:half])
+        scorer = RewardScorer.load(_resolve_rm_dir(args.rm_helpfulness), _resolve_rm_dir(args.rm_safety), tokenizer,
+                                   device)
+        policy = Llama.from_pretrained(args.sft).float().to(device)
+        study = reward_vs_k_study(policy, tokenizer, scorer, Oracle(tasks), tasks, args.temperatures, args.analysis_k,
+                                  seed=args.seed, max_new_tokens=args.max_new_tokens, progress=progress)
+        save_json(args.out / "reward_vs_k.json", study)
+        plot_reward_vs_k(study, args.out / "reward_vs_k.png")
+        print(f"reward vs K on {len(tasks)} prompts: {args.out / 'reward_vs_k.json'}")
+        return 0
+    report = run_rejection_sampling(args.sft, (args.rm_helpfulness, args.rm_safety), tokenizer, args.data, args.out,
+                                    args.rounds, args.k, args.temperature, args.prompts, args.epochs, args.lr,
+                                    args.batch_size, args.max_new_tokens, args.eval_prompts, args.eval_safety,
+                                    args.seed, args.device, progress)
+    line = f"SFT combined {report['sft']['combined']['mean']:.3f}"
+    for m in report["rounds"]:
+        line += f"; round {m['round']} {m['eval']['combined']['mean']:.3f}"
+    print(f"rejection sampling (oracle, val prompts): {line}; models in {args.out}/round_N/model")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

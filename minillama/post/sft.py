@@ -1,0 +1,475 @@
+"""Supervised fine-tuning (SFT): teach the pretrained model to answer in the chat template.
+
+Each example is one chat, ``<s><|user|>{prompt}<|end|><|assistant|>{answer}<|end|>``, with
+*labels*: the token ids where the assistant speaks (the answer and its ``<|end|>``, so the model
+learns to stop) and ``-100`` everywhere else. The loss is the next-token cross-entropy on the
+labelled tokens only: the model reads the prompt but is never trained to write it.
+
+Packing, as Llama 2 did it: the examples of an epoch, in a seeded random order, are concatenated
+into one token stream (each begins with its own ``<s>``), and the stream is cut into rows of
+``seq_len + 1`` tokens with no padding. Row ``j`` holds stream tokens ``[j L, j L + L]``
+(``L = seq_len``): rows overlap by one token, so inputs ``row[:-1]`` and targets ``row[1:]``
+(the pretraining convention) predict every token of the stream exactly once.
+
+What packing allows: the model's ``attention_mask`` only marks padding, so an answer attends to
+the examples packed before it in the row, and an example cut by a row boundary continues in the
+next row without its prompt in view. Llama 2 accepted both; the labels still count assistant
+tokens only, and the ``<s>`` at each start tells the model a new chat begins. Keeping examples
+apart would need a block-diagonal mask (or one example per padded row, which wastes most of a
+row on chats of ~60 tokens). ``run_sft`` measures the price: the answer loss of the same
+validation chats packed behind others and alone (``val_loss_whole_packed`` / ``val_loss_whole_alone``,
+see :func:`packing_probe`).
+
+``minillama sft --init RUN/model --tokenizer TOK --data DATA --out OUT`` runs it; rerunning the
+same command resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import Oracle, Task
+from ..fileio import save_json
+from ..model import Llama
+from ..tokenizer import Tokenizer
+from ..train import DistEnv, TrainConfig, Trainer
+from ..train.ddp import all_reduce_sum, barrier, setup, teardown
+from ..train.loop import PRECISIONS
+from ..train.state import CHECKPOINTS
+from .evaluate import evaluate_model, summary
+from .sampling import chat_messages
+
+IGNORE_INDEX = -100
+Example = tuple[list[int], list[int]]  # (token ids, labels with IGNORE_INDEX outside the answer)
+
+
+# ---------------------------------------------------------------------------------- examples
+def chat_example(tokenizer: Tokenizer, prompt: str, response: str, system: str | None = None) -> Example:
+    """``(ids, labels)`` of the chat ``user: prompt, assistant: response``; ``labels[i] == ids[i]``
+    on the response and its ``<|end|>``, ``-100`` elsewhere."""
+    ids, mask = tokenizer.apply_chat_template(chat_messages(prompt, response, system))
+    return ids, [i if m else IGNORE_INDEX for i, m in zip(ids, mask)]
+
+
+def sft_examples(tokenizer: Tokenizer, tasks: Sequence[Task], system: str | None = None) -> list[Example]:
+    """One example per task: its prompt answered by its reference response."""
+    return [chat_example(tokenizer, task.prompt, task.reference, system) for task in tasks]
+
+
+def _flatten(examples: Sequence[Example]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if not examples:
+        raise ValueError("examples must not be empty")
+    for k, (ids, labels) in enumerate(examples):
+        if len(ids) != len(labels) or not ids:
+            raise ValueError(f"examples[{k}]: ids and labels must be non-empty and of equal length, "
+                             f"got {len(ids)} and {len(labels)}")
+    lengths = np.array([len(ids) for ids, _ in examples], dtype=np.int64)
+    ids = np.fromiter((i for e, _ in examples for i in e), dtype=np.int64, count=int(lengths.sum()))
+    labels = np.fromiter((i for _, e in examples for i in e), dtype=np.int64, count=int(lengths.sum()))
+    return ids, labels, lengths
+
+
+# ---------------------------------------------------------------------------------- packed batches
+class PackedSFTBatches:
+    """Batches ``{"tokens", "labels"}`` of shape ``(b, seq_len + 1)`` packed from chat examples.
+
+    Epoch ``e`` concatenates the examples in the order ``default_rng([seed, e]).permutation`` and
+    cuts ``rows_per_epoch`` full rows from it (the last ``< seq_len`` tokens of the stream are
+    left out; the order changes every epoch, so not always the same ones). The rows of all epochs
+    form one sequence; draw ``p`` takes rows ``[p B, (p + 1) B)`` (``B = batch_size``, the global
+    batch) and this rank keeps its ``batch_size / world_size`` of them, as
+    :class:`~minillama.train.WindowBatches` does. ``steps_per_epoch = ceil(rows_per_epoch / B)``;
+    with ``epochs`` set, the source stops after ``epochs * steps_per_epoch`` draws (None: endless).
+    Resumable: ``state_dict()`` is the draw position plus what must match on resume.
+    """
+
+    def __init__(self, examples: Sequence[Example], batch_size: int, seq_len: int, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, epochs: int | None = None, position: int = 0) -> None:
+        for name, value in (("batch_size", batch_size), ("seq_len", seq_len), ("world_size", world_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        if batch_size % world_size:
+            raise ValueError(f"batch_size ({batch_size}) must be divisible by world_size ({world_size}); "
+                             f"allowed batch sizes: multiples of {world_size}")
+        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+            raise ValueError(f"epochs must be None (endless) or an int >= 1, got {epochs!r}")
+        self.ids, self.labels, self.lengths = _flatten(examples)
+        if len(self.ids) < seq_len + 1:
+            raise ValueError(f"one row needs seq_len + 1 = {seq_len + 1} tokens, the examples have {len(self.ids)}; "
+                             f"allowed: seq_len <= {len(self.ids) - 1}")
+        self.starts = np.concatenate(([0], np.cumsum(self.lengths)[:-1]))
+        self.batch_size, self.seq_len, self.seed = batch_size, seq_len, seed
+        self.rank, self.world_size, self.epochs, self.position = rank, world_size, epochs, position
+        self.rows_per_epoch = (len(self.ids) - 1) // seq_len
+        self.steps_per_epoch = math.ceil(self.rows_per_epoch / batch_size)
+        self.fingerprint = zlib.crc32(self.labels.tobytes(), zlib.crc32(self.ids.tobytes()))
+        self._stream: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    @property
+    def n_examples(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def local_batch_size(self) -> int:
+        return self.batch_size // self.world_size
+
+    @property
+    def total_steps(self) -> int | None:
+        return None if self.epochs is None else self.epochs * self.steps_per_epoch
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The example order of ``epoch``: a permutation of ``range(n_examples)``."""
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n_examples)
+
+    def stream(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids and labels of ``epoch``'s examples, concatenated in :meth:`order`."""
+        if self._stream is None or self._stream[0] != epoch:
+            order = self.order(epoch)
+            lengths = self.lengths[order]
+            # Index of every token: its example's start, plus its offset within the example.
+            offsets = np.arange(len(self.ids)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+            index = np.repeat(self.starts[order], lengths) + offsets
+            self._stream = (epoch, self.ids[index], self.labels[index])
+        return self._stream[1], self._stream[2]
+
+    def row(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Global row ``k``: ``(ids, labels)``, each ``(seq_len + 1,)``."""
+        epoch, j = divmod(k, self.rows_per_epoch)
+        ids, labels = self.stream(epoch)
+        span = slice(j * self.seq_len, j * self.seq_len + self.seq_len + 1)
+        return ids[span], labels[span]
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        if self.total_steps is not None and self.position >= self.total_steps:
+            raise StopIteration
+        first = self.position * self.batch_size + self.rank * self.local_batch_size
+        rows = [self.row(k) for k in range(first, first + self.local_batch_size)]
+        self.position += 1
+        return {"tokens": torch.from_numpy(np.stack([r[0] for r in rows])),
+                "labels": torch.from_numpy(np.stack([r[1] for r in rows]))}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"position": self.position, "seed": self.seed, "batch_size": self.batch_size,
+                "seq_len": self.seq_len, "fingerprint": self.fingerprint}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key in ("seed", "batch_size", "seq_len", "fingerprint"):
+            if state[key] != getattr(self, key):
+                what = "the examples differ" if key == "fingerprint" else f"this run has {key}={getattr(self, key)}"
+                raise ValueError(f"cannot resume the SFT data stream: checkpoint has {key}={state[key]}, {what}; "
+                                 f"rerun with the same data and settings or start a fresh run")
+        self.position = int(state["position"])
+
+
+# ---------------------------------------------------------------------------------- loss
+def sft_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Mean next-token cross-entropy over the labelled (answer) tokens of ``batch``.
+
+    ``tokens, labels (b, t + 1)``: inputs are ``tokens[:, :-1]``, targets ``labels[:, 1:]``; an
+    optional ``attention_mask (b, t + 1)`` marks padding. ``count`` is the number of answer tokens."""
+    inputs, targets = batch["tokens"][:, :-1], batch["labels"][:, 1:]
+    mask = batch.get("attention_mask")
+    logits = model(inputs) if mask is None else model(inputs, attention_mask=mask[:, :-1])  # (b, t, v)
+    total = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX,
+                            reduction="sum")
+    count = (targets != IGNORE_INDEX).sum()
+    return total / count.clamp(min=1), {"count": count, "tokens": inputs.numel()}
+
+
+@torch.no_grad()
+def sft_eval_loss(model: nn.Module, batches: Sequence[dict[str, torch.Tensor]], env: DistEnv = DistEnv()) -> float:
+    """Answer-token loss over ``batches`` (every rank passes its own share; summed over ranks)."""
+    device = next(model.parameters()).device
+    sums = torch.zeros(2, dtype=torch.float64, device=device)
+    for batch in batches:
+        loss, metrics = sft_loss(model, {k: v.to(device) for k, v in batch.items()})
+        sums += torch.stack([loss.double() * metrics["count"], metrics["count"].double()])
+    total, count = all_reduce_sum(sums, env).tolist()
+    return total / max(count, 1.0)
+
+
+def padded_batches(examples: Sequence[Example], batch_size: int, pad_id: int = 0) -> list[dict[str, torch.Tensor]]:
+    """Each example alone in a right-padded row (no packing): ``tokens``, ``labels``, ``attention_mask``."""
+    out = []
+    for first in range(0, len(examples), batch_size):
+        chunk = examples[first:first + batch_size]
+        t = max(len(ids) for ids, _ in chunk)
+        tokens = torch.full((len(chunk), t), pad_id, dtype=torch.long)
+        labels = torch.full((len(chunk), t), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(chunk), t), dtype=torch.long)
+        for row, (ids, lab) in enumerate(chunk):
+            tokens[row, :len(ids)], labels[row, :len(ids)], mask[row, :len(ids)] = (
+                torch.tensor(ids), torch.tensor(lab), 1)
+        out.append({"tokens": tokens, "labels": labels, "attention_mask": mask})
+    return out
+
+
+def packing_probe(source: PackedSFTBatches, n_rows: int, batch_size: int, pad_id: int = 0,
+                  env: DistEnv = DistEnv()) -> tuple[list[dict[str, torch.Tensor]], ...]:
+    """Validation batches from the first ``n_rows`` packed rows of ``source``'s epoch 0 (this rank's
+    share): ``(packed, whole_packed, whole_alone)``.
+
+    ``packed`` are the rows as training sees them; ``whole_packed`` the same rows labelled only on
+    the examples that lie wholly inside one row; ``whole_alone`` those examples each in a row of
+    its own. The same answer tokens in the last two, so their losses differ only by what the
+    answers could attend to before their ``<s>``: the chats packed in front of them."""
+    n_rows = max(1, min(n_rows, source.rows_per_epoch))
+    length = source.seq_len
+    ids, labels = source.stream(0)
+    order = source.order(0)
+    lengths = source.lengths[order]
+    begins = np.cumsum(lengths) - lengths
+    row_of = begins // length
+    whole = (begins + lengths - 1 <= row_of * length + length) & (row_of < n_rows)
+    whole_labels = np.where(np.repeat(whole, lengths), labels, IGNORE_INDEX)
+    mine = list(range(env.rank, n_rows, env.world_size))
+    spans = [slice(k * length, k * length + length + 1) for k in mine]
+    packed, whole_packed = [], []
+    for first in range(0, len(spans), batch_size):
+        chunk = spans[first:first + batch_size]
+        tokens = torch.from_numpy(np.stack([ids[s] for s in chunk]))
+        packed.append({"tokens": tokens, "labels": torch.from_numpy(np.stack([labels[s] for s in chunk]))})
+        whole_packed.append({"tokens": tokens, "labels": torch.from_numpy(np.stack([whole_labels[s] for s in chunk]))})
+    alone = [(ids[b:b + n].tolist(), labels[b:b + n].tolist())
+             for b, n, w, r in zip(begins, lengths, whole, row_of) if w and r % env.world_size == env.rank]
+    return packed, whole_packed, padded_batches(alone, batch_size, pad_id)
+
+
+# ---------------------------------------------------------------------------------- the stage
+def read_tasks(*paths: str | Path) -> list[Task]:
+    tasks = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            tasks += [Task.from_dict(json.loads(line)) for line in f if line.strip()]
+    return tasks
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A model directory (``config.json`` + weights), or a run directory holding one in ``model/``."""
+    path = Path(path)
+    if (path / "config.json").is_file() and any(path.glob("model*.safetensors*")):
+        return path
+    if (path / "model" / "config.json").is_file():
+        return path / "model"
+    raise ValueError(f"--init {path}: neither a model directory (config.json + model.safetensors) "
+                     f"nor a run directory with model/ in it")
+
+
+def _subset(tasks: list[Task], n: int | None, seed: int) -> list[Task]:
+    if n is None or n >= len(tasks):
+        return tasks
+    keep = np.sort(np.random.default_rng([seed, 7]).choice(len(tasks), n, replace=False))
+    return [tasks[i] for i in keep]
+
+
+def run_sft(init_dir: str | Path, tokenizer_path: str | Path, data_dir: str | Path, out_dir: str | Path,
+            epochs: int = 2, batch_size: int = 16, lr: float = 5e-4, weight_decay: float = 0.1, seed: int = 0, *,
+            seq_len: int | None = None, warmup_steps: int | None = None, min_lr_ratio: float = 0.1,
+            grad_clip: float = 1.0, grad_accum: int = 1, safety: bool = True, max_examples: int | None = None,
+            system: str | None = None, eval_interval: int = 0, checkpoint_interval: int = 100,
+            val_rows: int = 64, eval_prompts: int = 200, eval_safety: int = 100, max_new_tokens: int = 64,
+            eval_before: bool = True, device: str = "auto", precision: str = "auto", progress: bool = True,
+            resume: bool = True) -> dict[str, Any]:
+    """Fine-tune the model in ``init_dir`` on the chat (and safety) tasks of ``data_dir``.
+
+    ``data_dir`` is what ``minillama data`` writes: ``chat_train.jsonl`` (+ ``safety_train.jsonl``
+    when ``safety``) train, ``chat_val.jsonl`` / ``safety_val.jsonl`` validate. Trains ``epochs``
+    passes over the packed examples with the shared :class:`~minillama.train.Trainer` (AdamW,
+    warmup + cosine to ``min_lr_ratio``, weight decay, clipping); rerunning resumes from
+    ``out_dir``'s last checkpoint. Writes ``out_dir/model`` (weights, config, tokenizer) and
+    ``out_dir/sft_metrics.json``, and returns that dict: training summary, validation answer loss,
+    and the oracle's scores of greedy answers to ``eval_prompts`` chat + ``eval_safety`` safety
+    validation prompts, before (``eval_before``) and after fine-tuning.
+    """
+    env = DistEnv.current()
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    model_dir = resolve_model_dir(init_dir)
+    tokenizer = Tokenizer.load(tokenizer_path)
+    model = Llama.from_pretrained(model_dir).float()
+    if model.config.vocab_size < tokenizer.vocab_size:
+        raise ValueError(f"the model's vocab_size {model.config.vocab_size} is smaller than the tokenizer's "
+                         f"{tokenizer.vocab_size}: --init and --tokenizer do not belong together")
+    seq_len = model.config.max_seq_len if seq_len is None else seq_len
+    if not 1 <= seq_len <= model.config.max_seq_len:
+        raise ValueError(f"seq_len must be in [1, max_seq_len={model.config.max_seq_len}], got {seq_len}")
+
+    train_files = [data_dir / "chat_train.jsonl"] + ([data_dir / "safety_train.jsonl"] if safety else [])
+    val_files = [data_dir / "chat_val.jsonl"] + ([data_dir / "safety_val.jsonl"] if safety else [])
+    for path in train_files + val_files:
+        if not path.is_file():
+            raise ValueError(f"{path} is missing: --data must be a folder written by `minillama data`")
+    train_tasks = _subset(read_tasks(*train_files), max_examples, seed)
+    examples = sft_examples(tokenizer, train_tasks, system)
+    batches = PackedSFTBatches(examples, batch_size, seq_len, seed, env.rank, env.world_size)
+    steps = epochs * batches.steps_per_epoch
+    warmup = min(steps, max(1, steps // 30)) if warmup_steps is None else warmup_steps
+    config = TrainConfig(steps=steps, lr=lr, warmup_steps=warmup, min_lr_ratio=min_lr_ratio,
+                         weight_decay=weight_decay, grad_clip=grad_clip, grad_accum=grad_accum,
+                         eval_interval=eval_interval, checkpoint_interval=checkpoint_interval, seed=seed,
+                         device=device, precision=precision, resume=resume, progress=progress)
+
+    chat_val, safety_val = read_tasks(val_files[0]), read_tasks(*val_files[1:])
+    val_source = PackedSFTBatches(sft_examples(tokenizer, chat_val + safety_val, system), batch_size, seq_len, seed)
+    val_packed, val_whole, val_alone = packing_probe(val_source, val_rows, batch_size, tokenizer.pad_id, env)
+
+    def val_fn(m: nn.Module) -> dict[str, float]:
+        return {"val_loss": sft_eval_loss(m, val_packed, env)}
+
+    eval_tasks = chat_val[:eval_prompts] + safety_val[:eval_safety]
+    oracle = Oracle(eval_tasks)
+    results: dict[str, Any] = {}
+    model.to(env.device(device))
+    if env.is_main and eval_before and eval_tasks:
+        if _starts_fresh(out_dir, resume):
+            results["before"] = summary(evaluate_model(model, tokenizer, oracle, eval_tasks, max_new_tokens,
+                                                       seed=seed, system=system))
+        elif (out_dir / "sft_metrics.json").is_file():  # a resumed run keeps the first attempt's scores
+            results.update({k: v for k, v in json.loads((out_dir / "sft_metrics.json").read_text())["eval"].items()
+                            if k == "before"})
+    trainer = Trainer(model, sft_loss, batches, config, out_dir, val_fn, env)
+    records = trainer.fit()
+    model.eval()
+    losses = {"val_loss": sft_eval_loss(model, val_packed, env),
+              # the same answers, behind other chats in a packed row or alone: what cross-example attention costs
+              "val_loss_whole_packed": sft_eval_loss(model, val_whole, env),
+              "val_loss_whole_alone": sft_eval_loss(model, val_alone, env)}
+    if env.is_main:
+        if eval_tasks:
+            results["after"] = summary(evaluate_model(model, tokenizer, oracle, eval_tasks, max_new_tokens,
+                                                      seed=seed, system=system))
+        model.save_pretrained(out_dir / "model")
+        tokenizer.save(out_dir / "model")
+        train = [r for r in records if r["kind"] == "train"]
+        metrics = {
+            "stage": "sft", "init": str(model_dir), "data": str(data_dir), "steps": trainer.step,
+            "epochs": epochs, "steps_per_epoch": batches.steps_per_epoch, "examples": batches.n_examples,
+            "tokens_per_epoch": int(batches.rows_per_epoch * seq_len),
+            "answer_token_share": float((batches.labels != IGNORE_INDEX).mean()),
+            "final_train_loss": train[-1]["loss"] if train else None, **losses, "eval": results,
+            "eval_prompts": len(eval_tasks), "train_config": config.to_dict(),
+        }
+        save_json(out_dir / "sft_metrics.json", metrics)
+        return metrics
+    return {"steps": trainer.step, **losses}
+
+
+def _starts_fresh(out_dir: Path, resume: bool) -> bool:
+    """Whether this run starts from the initial model (then its "before" scores are worth computing)."""
+    return not (resume and (out_dir / CHECKPOINTS / "latest").is_file())
+
+
+# ---------------------------------------------------------------------------------- command line
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="minillama sft",
+        description="Supervised fine-tuning: train a pretrained model on TinyWorld chat tasks, with the loss on "
+                    "the answer tokens only and the examples packed into full sequences (Llama 2). Rerunning "
+                    "with the same --out resumes from its latest checkpoint. Writes OUT/model (weights, config, "
+                    "tokenizer), OUT/sft_metrics.json (losses and the oracle's scores before and after), "
+                    "OUT/metrics.jsonl and OUT/loss.png. Several processes: torchrun --standalone "
+                    "--nproc_per_node N -m minillama.post.sft ...",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--init", required=True, type=Path,
+                   help="the model to fine-tune: a model directory (config.json + model.safetensors) or a "
+                        "pretraining run directory with model/ in it")
+    p.add_argument("--tokenizer", required=True, type=Path, help="tokenizer.model, or the directory holding it")
+    p.add_argument("--data", required=True, type=Path,
+                   help="folder written by `minillama data` (chat_*.jsonl, safety_*.jsonl)")
+    p.add_argument("--out", required=True, type=Path,
+                   help="run directory: model/, sft_metrics.json, metrics.jsonl, loss.png, checkpoints/")
+    p.add_argument("--epochs", type=int, default=2, help="passes over the training examples (Llama 2: 2)")
+    p.add_argument("--batch-size", type=int, default=16,
+                   help="packed rows per micro-batch over all processes together")
+    p.add_argument("--seq-len", type=int, help="tokens per packed row (default: the model's max_seq_len)")
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches accumulated per optimizer step")
+    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (after warmup)")
+    p.add_argument("--warmup", type=int, help="linear warmup steps (default: 1/30 of the run, at least 1)")
+    p.add_argument("--min-lr-ratio", type=float, default=0.1, help="cosine decays the lr to this fraction of the peak")
+    p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay on weight matrices")
+    p.add_argument("--grad-clip", type=float, default=1.0, help="max global gradient norm; 0 disables clipping")
+    p.add_argument("--no-safety", action="store_true",
+                   help="train and validate on chat tasks only, without the safety tasks (refusals)")
+    p.add_argument("--max-examples", type=int,
+                   help="train on a seeded random subset of this many tasks (default: all of them)")
+    p.add_argument("--system", help="a system prompt put in front of every chat (default: none)")
+    p.add_argument("--eval-interval", type=int, default=0,
+                   help="validation answer loss every N steps (and at the end); 0: at the end only")
+    p.add_argument("--val-rows", type=int, default=64, help="packed validation rows the validation loss uses")
+    p.add_argument("--checkpoint-interval", type=int, default=100,
+                   help="checkpoint every N steps (and at the end); 0: at the end only")
+    p.add_argument("--eval-prompts", type=int, default=200,
+                   help="chat validation prompts the oracle scores before and after training (0: none)")
+    p.add_argument("--eval-safety", type=int, default=100, help="safety validation prompts scored likewise")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="longest answer generated for the oracle")
+    p.add_argument("--no-eval-before", action="store_true", help="skip scoring the initial model")
+    p.add_argument("--seed", type=int, default=0, help="seed of the example order, subset and generators")
+    p.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda or cuda:N")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: bf16 autocast on GPU, fp32 on CPU")
+    p.add_argument("--threads", type=int, help="CPU threads per process (default: torch's choice)")
+    p.add_argument("--fresh", action="store_true",
+                   help="start again from the initial model: delete OUT's checkpoints and metrics.jsonl")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for name in ("epochs", "batch_size", "grad_accum"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"minillama sft: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit(f"minillama sft: --threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    env = setup(args.device)
+    try:
+        if args.fresh and env.is_main:
+            shutil.rmtree(args.out / CHECKPOINTS, ignore_errors=True)
+            (args.out / "metrics.jsonl").unlink(missing_ok=True)
+        barrier(env)
+        metrics = run_sft(
+            args.init, args.tokenizer, args.data, args.out, epochs=args.epochs, batch_size=args.batch_size,
+            lr=args.lr, weight_decay=args.weight_decay, seed=args.seed, seq_len=args.seq_len,
+            warmup_steps=args.warmup, min_lr_ratio=args.min_lr_ratio, grad_clip=args.grad_clip,
+            grad_accum=args.grad_accum, safety=not args.no_safety, max_examples=args.max_examples,
+            system=args.system, eval_interval=args.eval_interval, checkpoint_interval=args.checkpoint_interval,
+            val_rows=args.val_rows, eval_prompts=args.eval_prompts, eval_safety=args.eval_safety,
+            max_new_tokens=args.max_new_tokens, eval_before=not args.no_eval_before, device=args.device,
+            precision=args.precision, progress=not args.no_progress)
+        if env.is_main:
+            print(describe(metrics, args.out))
+    finally:
+        teardown()
+    return 0
+
+
+def describe(metrics: dict[str, Any], out: Path) -> str:
+    line = (f"SFT: {metrics['steps']} steps, val answer loss {metrics['val_loss']:.4f} (whole chats: "
+            f"{metrics['val_loss_whole_packed']:.4f} packed, {metrics['val_loss_whole_alone']:.4f} alone)")
+    for when in ("before", "after"):
+        if when in metrics["eval"]:
+            acc = metrics["eval"][when]["helpful_accuracy"]
+            line += f"; helpful accuracy {when} {acc['mean']:.3f} [{acc['lo']:.3f}, {acc['hi']:.3f}]"
+    return f"{line}; model in {out / 'model'}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

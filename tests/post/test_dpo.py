@@ -1,0 +1,137 @@
+"""DPO: the loss against hand computation, its value and gradient at the start (policy == reference),
+the NLL-regularised variant, one optimizer step on a real batch, and a short run through the trainer."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+
+from minillama import Llama
+from minillama.data import RATING_LEVELS, Task
+from minillama.post import dpo
+from minillama.post.dpo import DPOLoss, dpo_loss, run_dpo
+from minillama.post.reward import Pair, collate_pairs, encode_pairs, save_pairs
+from minillama.post.sampling import response_logprobs
+
+from p2_helpers import REFUSAL, save_lm, tiny_lm, tokenizer, world, write_data_dir  # noqa: F401
+
+
+def _pairs(tasks):
+    return [Pair(t.prompt, t.reference, REFUSAL, RATING_LEVELS[0], 0.75) for t in tasks]
+
+
+def test_dpo_loss_is_log2_when_policy_equals_reference_and_its_gradient_favours_chosen():
+    pc = torch.tensor([-12.0, -30.0, -7.5], requires_grad=True)
+    pr = torch.tensor([-10.0, -31.0, -9.0], requires_grad=True)
+    loss, metrics = dpo_loss(pc, pr, pc.detach(), pr.detach(), beta=0.1)
+    assert float(loss.detach()) == pytest.approx(math.log(2))
+    assert float(metrics["reward_margin"]) == 0 and float(metrics["reward_accuracy"]) == 0
+    loss.backward()
+    # d loss / d logp = -beta * sigmoid(0) / b for the chosen side, +beta / (2b) for the rejected.
+    assert pc.grad.tolist() == pytest.approx([-0.1 * 0.5 / 3] * 3)
+    assert pr.grad.tolist() == pytest.approx([0.1 * 0.5 / 3] * 3)
+
+
+def test_dpo_loss_matches_the_formula():
+    pc, pr = torch.tensor([-5.0, -8.0]), torch.tensor([-6.0, -4.0])
+    rc, rr = torch.tensor([-5.5, -7.0]), torch.tensor([-5.0, -5.0])
+    beta = 0.5
+    logits = [beta * ((a - c) - (b - d)) for a, b, c, d in zip(pc.tolist(), pr.tolist(), rc.tolist(), rr.tolist())]
+    expected = sum(math.log1p(math.exp(-z)) for z in logits) / 2
+    loss, metrics = dpo_loss(pc, pr, rc, rr, beta=beta)
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
+    assert float(metrics["chosen_reward"]) == pytest.approx(beta * ((-5 + 5.5) + (-8 + 7)) / 2)
+    assert float(metrics["reward_accuracy"]) == 0.5  # the first pair is ranked right, the second wrong
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        dpo_loss(pc, pr, rc, rr, beta=0.0)
+
+
+def test_nll_variant_adds_alpha_times_the_chosen_nll_per_token():
+    pc, pr = torch.tensor([-12.0, -30.0], requires_grad=True), torch.tensor([-10.0, -31.0])
+    rc, rr = torch.tensor([-11.0, -29.0]), torch.tensor([-10.5, -30.0])
+    tokens = torch.tensor([4.0, 10.0])
+    plain, _ = dpo_loss(pc, pr, rc, rr, beta=0.1)
+    regularised, metrics = dpo_loss(pc, pr, rc, rr, beta=0.1, chosen_tokens=tokens, nll_alpha=0.7)
+    nll = (12 / 4 + 30 / 10) / 2
+    assert float(metrics["chosen_nll"]) == pytest.approx(nll)
+    assert float((regularised - plain).detach()) == pytest.approx(0.7 * nll, rel=1e-6)
+    (grad,) = torch.autograd.grad(regularised - plain, pc)
+    assert grad.tolist() == pytest.approx([-0.7 / 4 / 2, -0.7 / 10 / 2])  # it raises the chosen logp
+    with pytest.raises(ValueError, match="chosen_tokens"):
+        dpo_loss(pc, pr, rc, rr, nll_alpha=0.5)
+    with pytest.raises(ValueError, match="nll_alpha must be >= 0"):
+        dpo_loss(pc, pr, rc, rr, chosen_tokens=tokens, nll_alpha=-1.0)
+
+
+def test_one_step_on_a_real_batch_raises_chosen_and_lowers_rejected(world, tokenizer):
+    torch.manual_seed(0)
+    tasks = world.chat_tasks("train", 6, kinds=["fact_qa"])
+    pairs = _pairs(tasks)
+    policy = tiny_lm(tokenizer, seed=4)
+    loss_fn = DPOLoss(copy.deepcopy(policy), beta=0.1)
+    batch = collate_pairs(encode_pairs(tokenizer, pairs, 256, margins=None), tokenizer.pad_id)
+    loss, metrics = loss_fn(policy, batch)
+    assert float(loss.detach()) == pytest.approx(math.log(2), abs=1e-6) and metrics["count"] == 6
+    prompts = [p.prompt for p in pairs]
+
+    def logps():
+        return (response_logprobs(policy, tokenizer, prompts, [p.chosen for p in pairs]),
+                response_logprobs(policy, tokenizer, prompts, [p.rejected for p in pairs]))
+
+    chosen0, rejected0 = logps()
+    policy.train()
+    loss.backward()
+    assert all(p.grad is None for p in loss_fn.reference.parameters())  # the reference stays frozen
+    with torch.no_grad():
+        for p in policy.parameters():
+            p -= 1.0 * p.grad
+    chosen1, rejected1 = logps()
+    assert float((chosen1 - chosen0).mean()) > 0 > float((rejected1 - rejected0).mean())
+
+
+@pytest.mark.slow
+def test_run_dpo_trains_through_the_shared_trainer(tmp_path, world, tokenizer):
+    torch.manual_seed(0)
+    tasks = world.chat_tasks("train", 24, kinds=["fact_qa", "arithmetic"])
+    pairs, held_out = _pairs(tasks[:16]), _pairs(tasks[16:])
+    sft_dir = save_lm(tiny_lm(tokenizer, seed=5), tmp_path / "sft")
+    policy = run_dpo(sft_dir, tokenizer, pairs, tmp_path / "dpo", beta=0.5, nll_alpha=0.2, epochs=3, lr=3e-3,
+                     batch_size=8, val_pairs=held_out, device="cpu", progress=False)
+    log = [json.loads(line) for line in (tmp_path / "dpo" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in log if r["kind"] == "train"]
+    assert len(train) == 6 and train[0]["loss"] > train[-1]["loss"]
+    assert train[0]["dpo_loss"] == pytest.approx(math.log(2), abs=1e-5)  # step 1: policy == reference
+    assert log[-1]["kind"] == "val" and log[-1]["val_reward_accuracy"] == 1.0
+    saved = Llama.from_pretrained(tmp_path / "dpo" / "model")
+    prompts = [p.prompt for p in held_out]
+    reference = Llama.from_pretrained(sft_dir)
+    margin = [response_logprobs(m, tokenizer, prompts, [p.chosen for p in held_out])
+              - response_logprobs(m, tokenizer, prompts, [p.rejected for p in held_out]) for m in (saved, reference)]
+    assert bool((margin[0] > margin[1]).all())  # held-out refusals lost ground to the answers
+    assert torch.equal(saved.output.weight, policy.output.weight.cpu())
+
+
+@pytest.mark.slow
+def test_dpo_command_trains_on_pair_files_and_scores_with_the_oracle(tmp_path, world, tokenizer):
+    data = write_data_dir(world, tmp_path / "data")
+    tasks = [Task.from_dict(json.loads(line)) for line in (data / "chat_train.jsonl").open()]
+    save_pairs(tmp_path / "pairs.jsonl", _pairs(tasks))
+    sft = save_lm(tiny_lm(tokenizer, seed=5), tmp_path / "sft", tokenizer)
+    out = tmp_path / "dpo"
+    assert dpo.main(["--sft", str(sft), "--pairs", str(tmp_path / "pairs.jsonl"), "--out", str(out), "--data",
+                     str(data), "--eval-prompts", "2", "--batch-size", "2", "--nll-alpha", "0.1", "--device", "cpu",
+                     "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["pairs"] == 4 and metrics["nll_alpha"] == 0.1
+    assert metrics["oracle"]["n_prompts"] == 4 and 0 <= metrics["oracle"]["combined"]["mean"] <= 1
+    assert Llama.from_pretrained(out / "model").config == Llama.from_pretrained(sft).config
+
+
+def test_dpo_command_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        dpo.main(["--help"])
+    assert exit_.value.code == 0 and "--nll-alpha" in capsys.readouterr().out
