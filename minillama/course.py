@@ -330,7 +330,7 @@ def stage_dpo(out: Path, tok: Tokenizer, budget: dict[str, Any], seed: int, prog
     if not _done(run / "model" / "model.safetensors"):
         pairs = load_pairs(out / "rm_helpfulness" / "pairs_train.jsonl", out / "rm_safety" / "pairs_train.jsonl")
         val = load_pairs(out / "rm_helpfulness" / "pairs_val.jsonl", out / "rm_safety" / "pairs_val.jsonl")
-        model = run_dpo(out / "sft", tok, pairs, run, beta=budget["dpo_beta"], nll_alpha=budget["dpo_nll_alpha"],
+        model = run_dpo(out / "sft" / "model", tok, pairs, run, beta=budget["dpo_beta"], nll_alpha=budget["dpo_nll_alpha"],
                         lr=budget["dpo_lr"], batch_size=budget["batch_size"], seed=seed, val_pairs=val,
                         progress=progress)
         model.save_pretrained(run / "model")

@@ -24,6 +24,10 @@ CHAPTERS: dict[str, str] = {
     "06": "ch06_the_llama_model",
     "07": "ch07_pretraining",
     "08": "ch08_generation",
+    "09": "ch09_sft",
+    "10": "ch10_reward_models",
+    "11": "ch11_rejection_sampling",
+    "12": "ch12_dpo",
 }
 
 _CHAPTER_PREFIX = re.compile(r"^(\d\d)_")
