@@ -44,7 +44,6 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | Non
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-@torch.no_grad()
 def generate(model: Llama, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None, eos_id: int | None = None,
              use_cache: bool = True, seed: int | None = None, attention_mask: torch.Tensor | None = None,
@@ -66,28 +65,40 @@ def generate(model: Llama, input_ids: torch.Tensor, max_new_tokens: int, tempera
     generator = None
     if seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
+    # Ids and mask live in buffers of the final width, filled column by column: concatenating
+    # would copy the whole sequence at every step. They are made outside inference mode so that
+    # the caller may use the result in autograd later (e.g. as labels).
+    ids = torch.full((b, total), pad_id, dtype=input_ids.dtype, device=device)
+    ids[:, :t] = input_ids
+    mask = None
+    if attention_mask is not None:
+        mask = torch.ones((b, total), dtype=attention_mask.dtype, device=device)
+        mask[:, :t] = attention_mask
     was_training = model.training
     model.eval()
-    cache = model.new_cache(b, total) if use_cache else None
-    ids, mask = input_ids, attention_mask
-    finished = torch.zeros(b, dtype=torch.bool, device=device)
-    step_input = ids
+    end = t
     try:
-        for _ in range(max_new_tokens):
-            if use_cache:
-                logits = model(step_input, attention_mask=mask, cache=cache)[:, -1]
-            else:
-                logits = model(ids, attention_mask=mask)[:, -1]
-            next_token = sample_next(logits, temperature, top_k, top_p, generator)
-            next_token = torch.where(finished, torch.full_like(next_token, pad_id), next_token)
-            ids = torch.cat((ids, next_token[:, None]), dim=1)
-            if mask is not None:
-                mask = torch.cat((mask, torch.ones_like(mask[:, :1])), dim=1)
-            step_input = next_token[:, None]
-            if eos_id is not None:
-                finished |= next_token == eos_id
-                if bool(finished.all()):
-                    break
+        with torch.inference_mode():
+            cache = model.new_cache(b, total) if use_cache else None
+            finished = torch.zeros(b, dtype=torch.bool, device=device) if eos_id is not None else None
+            for _ in range(max_new_tokens):
+                step_mask = None if mask is None else mask[:, :end]
+                # Only the prompt needs the id range check: every later input was sampled from the
+                # model's own vocabulary, and the check costs two reads from the device per step.
+                if use_cache:
+                    step = ids[:, :end] if end == t else ids[:, end - 1:end]
+                    logits = model(step, attention_mask=step_mask, cache=cache, check_ids=end == t)
+                else:
+                    logits = model(ids[:, :end], attention_mask=step_mask, check_ids=end == t)
+                next_token = sample_next(logits[:, -1], temperature, top_k, top_p, generator)
+                if finished is not None:
+                    next_token = next_token.masked_fill(finished, pad_id)
+                ids[:, end] = next_token
+                end += 1
+                if finished is not None:
+                    finished |= next_token == eos_id
+                    if bool(finished.all()):
+                        break
     finally:
         model.train(was_training)
-    return ids
+    return ids[:, :end]

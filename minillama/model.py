@@ -58,7 +58,9 @@ class LlamaBackbone(nn.Module):
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
         self.layers = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
+        # RoPE tables, kept off the module so that .to(bf16) cannot round them.
         self._inv_freq: dict[tuple[str, int], torch.Tensor] = {}
+        self._cos_sin: dict[tuple[str, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
     # ---------------------------------------------------------------- set-up
     def init_weights(self, seed: int | None = None) -> None:
@@ -96,7 +98,7 @@ class LlamaBackbone(nn.Module):
 
     # ---------------------------------------------------------------- forward
     def _check_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                      cache: KVCache | None) -> None:
+                      cache: KVCache | None, check_ids: bool = True) -> None:
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, time), got shape {tuple(input_ids.shape)}")
         if input_ids.dtype not in (torch.int64, torch.int32):
@@ -107,7 +109,7 @@ class LlamaBackbone(nn.Module):
             raise ValueError(f"sequence length {start + t} exceeds max_seq_len={self.config.max_seq_len}; "
                              f"allowed: at most max_seq_len positions (cache included)")
         # The range check reads values back from the device; under torch.compile it would break the graph.
-        if (input_ids.numel() and not torch.compiler.is_compiling()
+        if (check_ids and input_ids.numel() and not torch.compiler.is_compiling()
                 and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.config.vocab_size)):
             raise ValueError(f"token ids must be in [0, vocab_size={self.config.vocab_size}), got values in "
                              f"[{int(input_ids.min())}, {int(input_ids.max())}]")
@@ -119,23 +121,38 @@ class LlamaBackbone(nn.Module):
             raise ValueError(f"attention_mask must be (batch, cached + new) = {(b, start + t)}, "
                              f"got {tuple(attention_mask.shape)}")
 
+    def _inv_freq_for(self, device: torch.device, seq_len: int) -> torch.Tensor:
+        key = (str(device), seq_len)
+        if key not in self._inv_freq:
+            self._inv_freq[key] = inv_freq_for(self.config, seq_len).to(device)
+        return self._inv_freq[key]
+
     def _rope_tables(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        seq_len = self.config.original_max_seq_len
-        if self.config.rope_type == "dynamic":
-            seq_len = max(seq_len, int(position_ids.max()) + 1)
-        key = (str(position_ids.device), seq_len)
-        if key not in self._inv_freq:  # float32, kept off the module so .to(bf16) cannot round it
-            self._inv_freq[key] = inv_freq_for(self.config, seq_len).to(position_ids.device)
-        return rope_cos_sin(self._inv_freq[key], position_ids, dtype)
+        """``cos, sin (b, t, d)`` for ``position_ids (b, t)``."""
+        if self.config.rope_type == "dynamic":  # the frequencies depend on the sequence length
+            seq_len = max(self.config.original_max_seq_len, int(position_ids.max()) + 1)
+            return rope_cos_sin(self._inv_freq_for(position_ids.device, seq_len), position_ids, dtype)
+        # Otherwise one table for every position, computed once: decoding then looks up one row
+        # per step instead of evaluating cos and sin again.
+        key = (str(position_ids.device), dtype)
+        if key not in self._cos_sin:
+            inv_freq = self._inv_freq_for(position_ids.device, self.config.original_max_seq_len)
+            positions = torch.arange(self.config.max_seq_len, device=position_ids.device)[None]
+            self._cos_sin[key] = tuple(table[0] for table in rope_cos_sin(inv_freq, positions, dtype))
+        cos, sin = self._cos_sin[key]
+        return cos[position_ids], sin[position_ids]
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                      position_ids: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+                      position_ids: torch.Tensor | None = None, cache: KVCache | None = None,
+                      check_ids: bool = True) -> torch.Tensor:
         """``input_ids (b, t)`` -> final normed hidden states ``(b, t, c)``.
 
         ``attention_mask (b, s)`` (1 = token, 0 = padding) covers the cached positions too
         (``s = cache.length + t``). ``position_ids (b, t)`` default to counting real tokens only.
+        ``check_ids=False`` skips the id range check (it reads from the device), for callers whose
+        ids are in range by construction, such as a decoding loop feeding back sampled tokens.
         """
-        self._check_inputs(input_ids, attention_mask, cache)
+        self._check_inputs(input_ids, attention_mask, cache, check_ids)
         b, t = input_ids.shape
         start = cache.length if cache is not None else 0
         if position_ids is None:
@@ -171,8 +188,9 @@ class Llama(LlamaBackbone):
             self.output.weight = self.tok_embeddings.weight
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
-        return self.output(self.hidden_states(input_ids, attention_mask, position_ids, cache))
+                position_ids: torch.Tensor | None = None, cache: KVCache | None = None,
+                check_ids: bool = True) -> torch.Tensor:
+        return self.output(self.hidden_states(input_ids, attention_mask, position_ids, cache, check_ids))
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, **config_overrides) -> "Llama":

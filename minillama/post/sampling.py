@@ -113,7 +113,8 @@ def decode_batch(model: Llama, prompt_ids: Sequence[Sequence[int]], max_new_toke
     out: list[list[int]] = [[] for _ in range(b)]
     step_input = ids
     for k in range(max_new_tokens):
-        logits = model(step_input, attention_mask=mask, cache=cache)[:, -1]
+        # After the prompt every input is a sampled token, in range by construction.
+        logits = model(step_input, attention_mask=mask, cache=cache, check_ids=k == 0)[:, -1]
         if uniforms is None:
             token = logits.argmax(-1)
         else:
