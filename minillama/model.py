@@ -148,9 +148,10 @@ class LlamaBackbone(nn.Module):
         """``input_ids (b, t)`` -> final normed hidden states ``(b, t, c)``.
 
         ``attention_mask (b, s)`` (1 = token, 0 = padding) covers the cached positions too
-        (``s = cache.length + t``). ``position_ids (b, t)`` default to counting real tokens only.
-        ``check_ids=False`` skips the id range check (it reads from the device), for callers whose
-        ids are in range by construction, such as a decoding loop feeding back sampled tokens.
+        (``s = cache.length + t``). ``position_ids (b, t)`` default to counting real tokens only;
+        given explicitly they must lie in ``[0, max_seq_len)``. ``check_ids=False`` skips the id
+        range check (it reads from the device), for callers whose ids are in range by construction,
+        such as a decoding loop feeding back sampled tokens.
         """
         self._check_inputs(input_ids, attention_mask, cache, check_ids)
         b, t = input_ids.shape

@@ -109,6 +109,18 @@ def test_generate_restores_training_mode_and_checks_arguments(random_llama) -> N
         filter_logits(torch.zeros(1, 5), top_p=1.5)
 
 
+def test_prompt_ids_are_range_checked_and_the_output_is_usable_in_autograd(random_llama) -> None:
+    model = random_llama()
+    with pytest.raises(ValueError, match="token ids must be in"):
+        generate(model, torch.full((1, 3), model.config.vocab_size), 2)
+    # The decoding loop runs in inference mode; its result must still serve as training labels.
+    out = generate(model, torch.zeros(1, 4, dtype=torch.long), 3)
+    assert not out.is_inference()
+    logits = model(out)
+    torch.nn.functional.cross_entropy(logits[0, :-1], out[0, 1:]).backward()
+    assert model.output.weight.grad is not None
+
+
 # --------------------------------------------------------------------------- filtering
 def top_k_set(values: list[float], k: int) -> set[int]:
     return set(sorted(range(len(values)), key=lambda i: -values[i])[:k])

@@ -134,9 +134,11 @@ def _task_pairs(oracle: Oracle, task: Task, candidates: list[tuple[str, bool]], 
         (s_hi, _), (s_lo, _) = keys[hi], keys[lo]
         level = rating_level(s_hi, s_lo) if s_hi != s_lo else RATING_LEVELS[-1]
         pair = Pair(task.prompt, candidates[hi][0], candidates[lo][0], level, s_hi - s_lo)
-        # Pairs with a model sample first: the reward model must judge the policy's own outputs.
-        no_sample = not (candidates[hi][1] or candidates[lo][1])
-        by_level[level].append((no_sample, rng.random(), pair))
+        # Pairs of two model samples first, then a sample against a written response: the reward
+        # model must judge the policy's own outputs, whose mistakes (an answer to another question,
+        # a garbled name) are not the ones the distractors make.
+        written = 2 - candidates[hi][1] - candidates[lo][1]
+        by_level[level].append((written, rng.random(), pair))
     queues = [sorted(by_level[level], key=lambda e: e[:2]) for level in RATING_LEVELS if by_level[level]]
     rng.shuffle(queues)  # no level is always first in line when max_pairs is small
     picked = []
