@@ -304,6 +304,7 @@ def stage_rejection(out: Path, data_dir: Path, tok: Tokenizer, budget: dict[str,
     from .data import Oracle
     from .post.rejection import plot_reward_vs_k, reward_vs_k_study, run_rejection_sampling
     from .post.reward import RewardScorer
+    from .post.sft import val_tasks
 
     run = out / "rejection"
     rm_dirs = (out / "rm_helpfulness" / "margin", out / "rm_safety" / "margin")
@@ -314,7 +315,7 @@ def stage_rejection(out: Path, data_dir: Path, tok: Tokenizer, budget: dict[str,
                                eval_safety=50, seed=seed, progress=progress)
     if not _done(run / "reward_vs_k.json"):
         n = budget["study_prompts"]
-        tasks = _tasks(data_dir, "chat_val")[:n] + _tasks(data_dir, "safety_val")[:n // 2]
+        tasks = val_tasks(data_dir, n, n // 2)
         scorer = RewardScorer.load(rm_dirs[0] / "model", rm_dirs[1] / "model", tok, "cpu")
         study = reward_vs_k_study(Llama.from_pretrained(out / "sft" / "model").eval(), tok, scorer, Oracle(tasks),
                                   tasks, temperatures=(0.6, 1.0, 1.4), k_max=32, seed=seed, progress=progress)

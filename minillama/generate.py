@@ -82,14 +82,12 @@ def generate(model: Llama, input_ids: torch.Tensor, max_new_tokens: int, tempera
             cache = model.new_cache(b, total) if use_cache else None
             finished = torch.zeros(b, dtype=torch.bool, device=device) if eos_id is not None else None
             for _ in range(max_new_tokens):
-                step_mask = None if mask is None else mask[:, :end]
-                # Only the prompt needs the id range check: every later input was sampled from the
-                # model's own vocabulary, and the check costs two reads from the device per step.
-                if use_cache:
-                    step = ids[:, :end] if end == t else ids[:, end - 1:end]
-                    logits = model(step, attention_mask=step_mask, cache=cache, check_ids=end == t)
-                else:
-                    logits = model(ids[:, :end], attention_mask=step_mask, check_ids=end == t)
+                # With the cache only the newest token goes in after the prompt. Only the prompt
+                # needs the id range check: every later input was sampled from the model's own
+                # vocabulary, and the check costs two reads from the device per step.
+                start = end - 1 if use_cache and end > t else 0
+                logits = model(ids[:, start:end], attention_mask=None if mask is None else mask[:, :end],
+                               cache=cache, check_ids=end == t)
                 next_token = sample_next(logits[:, -1], temperature, top_k, top_p, generator)
                 if finished is not None:
                     next_token = next_token.masked_fill(finished, pad_id)

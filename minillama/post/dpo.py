@@ -36,7 +36,7 @@ from ..train import TrainConfig, Trainer
 from .evaluate import evaluate_model, summary
 from .reward import EncodedPair, Pair, PairBatches, collate_pairs, encode_pairs, load_pairs
 from .sampling import sequence_logprobs
-from .sft import read_tasks, resolve_model_dir
+from .sft import resolve_model_dir, val_tasks
 
 MODEL_DIR = "model"
 
@@ -180,8 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                      args.batch_size, args.seed, val_pairs, args.device, not args.no_progress)
     result: dict[str, Any] = {"beta": args.beta, "nll_alpha": args.nll_alpha, "pairs": len(pairs)}
     if args.data is not None:
-        tasks = [*read_tasks(args.data / "chat_val.jsonl")[:args.eval_prompts],
-                 *read_tasks(args.data / "safety_val.jsonl")[:args.eval_prompts]]
+        tasks = val_tasks(args.data, args.eval_prompts, args.eval_prompts)
         result["oracle"] = summary(evaluate_model(policy, tokenizer, Oracle(tasks), tasks, seed=args.seed),
                                    per_prompt=False)
     save_json(args.out / "metrics.json", result)

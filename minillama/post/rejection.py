@@ -41,7 +41,7 @@ from ..train import DistEnv, TrainConfig, Trainer
 from .evaluate import evaluate_model, summary
 from .reward import RewardScorer, is_risky_prompt
 from .sampling import sample_responses
-from .sft import PackedSFTBatches, chat_example, read_tasks, resolve_model_dir, sft_loss
+from .sft import PackedSFTBatches, chat_example, read_tasks, resolve_model_dir, sft_loss, val_tasks
 
 KS: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
 
@@ -257,9 +257,8 @@ def run_rejection_sampling(sft_dir: str | Path, rm_dirs: tuple[str | Path, str |
         raise ValueError(f"rounds and k must be >= 1, got {rounds} and {k}")
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     device_ = DistEnv().device(device)
-    chat_val, safety_val = read_tasks(data_dir / "chat_val.jsonl"), read_tasks(data_dir / "safety_val.jsonl")
     tasks = _subset(read_tasks(data_dir / "chat_train.jsonl", data_dir / "safety_train.jsonl"), n_prompts, seed)
-    eval_tasks = chat_val[:eval_prompts] + safety_val[:eval_safety]
+    eval_tasks = val_tasks(data_dir, eval_prompts, eval_safety)
     oracle = Oracle([*tasks, *eval_tasks])
     scorer = RewardScorer.load(_resolve_rm_dir(rm_dirs[0]), _resolve_rm_dir(rm_dirs[1]), tokenizer, device_)
     policy_dir = resolve_model_dir(sft_dir)
@@ -373,8 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.analysis:
         device = DistEnv().device(args.device)
         half = args.analysis_prompts // 2
-        tasks = (read_tasks(args.data / "chat_val.jsonl")[:args.analysis_prompts - half]
-                 + read_tasks(args.data / "safety_val.jsonl")[:half])
+        tasks = val_tasks(args.data, args.analysis_prompts - half, half)
         scorer = RewardScorer.load(_resolve_rm_dir(args.rm_helpfulness), _resolve_rm_dir(args.rm_safety), tokenizer,
                                    device)
         policy = Llama.from_pretrained(args.sft).float().to(device)

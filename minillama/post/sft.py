@@ -262,6 +262,13 @@ def read_tasks(*paths: str | Path) -> list[Task]:
     return tasks
 
 
+def val_tasks(data_dir: str | Path, n_chat: int, n_safety: int) -> list[Task]:
+    """The first ``n_chat`` chat and ``n_safety`` safety validation tasks of a ``minillama data``
+    folder: the held-out prompts the oracle scores a stage on."""
+    data_dir = Path(data_dir)
+    return read_tasks(data_dir / "chat_val.jsonl")[:n_chat] + read_tasks(data_dir / "safety_val.jsonl")[:n_safety]
+
+
 def resolve_model_dir(path: str | Path) -> Path:
     """A model directory (``config.json`` + weights), or a run directory holding one in ``model/``."""
     path = Path(path)
