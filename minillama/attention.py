@@ -19,6 +19,7 @@ from torch import nn
 
 from .config import ATTN_BACKENDS, LlamaConfig
 from .rope import apply_rope
+from .stacked import StackedWeights, decoding_step
 
 
 class KVCache:
@@ -161,6 +162,7 @@ class Attention(nn.Module):
         self.wv = nn.Linear(config.dim, self.n_kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(self.n_heads * self.head_dim, config.dim, bias=False)
         self.backend = config.attn_backend
+        self._wqkv = StackedWeights()
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
                 cache: KVCache | None = None) -> torch.Tensor:
@@ -168,11 +170,16 @@ class Attention(nn.Module):
         # Plain view/transpose rather than einops here: this runs per layer and per decoded token,
         # where einops' pattern handling is a measurable share of a tiny model's step time.
         b, t, _ = x.shape
-        q = self.wq(x).view(b, t, self.n_heads, self.head_dim)          # b t h d
-        k = self.wk(x).view(b, t, self.n_kv_heads, self.head_dim)       # b t g d
-        v = self.wv(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)  # b g t d
-        q = apply_rope(q, cos, sin).transpose(1, 2)                     # b h t d
-        k = apply_rope(k, cos, sin).transpose(1, 2)                     # b g t d
+        h, g, d = self.n_heads, self.n_kv_heads, self.head_dim
+        if not decoding_step(x):
+            q = apply_rope(self.wq(x).view(b, t, h, d), cos, sin)      # b t h d
+            k = apply_rope(self.wk(x).view(b, t, g, d), cos, sin)      # b t g d
+            v = self.wv(x).view(b, t, g, d)                             # b t g d
+        else:  # one matmul for q, k and v, one rotation for q and k (see stacked.py)
+            qkv = F.linear(x, self._wqkv(self.wq, self.wk, self.wv)).view(b, t, h + 2 * g, d)
+            qk = apply_rope(qkv[:, :, :h + g], cos, sin)               # b t (h+g) d
+            q, k, v = qk[:, :, :h], qk[:, :, h:], qkv[:, :, h + g:]
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # b h t d, b g t d, b g t d
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)
         out = BACKENDS[self.backend](q, k, v, mask, causal=True)       # b h t d

@@ -54,11 +54,11 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "tiny": dict(steps=320, batch_size=16, seq_len=256, lr=2e-3, warmup=30, vocab_size=2048, chars=3_000_000,
                  sft_examples=6000, sft_lr=1e-3, rm_prompts=600, rm_samples=8, rm_lr=5e-4,
                  rs_prompts=600, rs_k=8, rs_lr=3e-4, rs_temperature=0.7, study_prompts=48,
-                 dpo_lr=1e-4, dpo_beta=0.1, dpo_nll_alpha=0.2, eval_chat=1000, eval_safety=500),
+                 dpo_pairs_per_prompt=4, dpo_lr=1e-4, dpo_beta=0.1, dpo_nll_alpha=0.2, eval_chat=1000, eval_safety=500),
     "small": dict(steps=2000, batch_size=32, seq_len=1024, lr=6e-4, warmup=100, vocab_size=8192, chars=30_000_000,
                   sft_examples=20000, sft_lr=3e-4, rm_prompts=2000, rm_samples=8, rm_lr=1e-4,
                   rs_prompts=2000, rs_k=8, rs_lr=1e-4, rs_temperature=1.0, study_prompts=128,
-                  dpo_lr=3e-5, dpo_beta=0.1, dpo_nll_alpha=0.2, eval_chat=1000, eval_safety=500),
+                  dpo_pairs_per_prompt=4, dpo_lr=3e-5, dpo_beta=0.1, dpo_nll_alpha=0.2, eval_chat=1000, eval_safety=500),
 }
 STAGE_ORDER = ("data", "tokenizer", "tokens", "pretrain", "eval", "sft", "rm_helpfulness", "rm_safety",
                "rejection", "dpo", "stages")
@@ -326,14 +326,20 @@ def stage_rejection(out: Path, data_dir: Path, tok: Tokenizer, budget: dict[str,
 
 
 def stage_dpo(out: Path, tok: Tokenizer, budget: dict[str, Any], seed: int, progress: bool) -> Path:
-    """DPO from the SFT model on the reward models' training pairs (both kinds), NLL-regularised."""
-    from .post.dpo import run_dpo
-    from .post.reward import load_pairs
+    """DPO from the SFT model, NLL-regularised, on pairs of its own samples for the rejection-sampling
+    prompts (round 1's samples, ranked by the oracle: the same prompts, samples and judge as
+    rejection sampling); the reward models' clear held-out pairs check its implicit reward."""
+    from .post.dpo import clear_pairs, oracle_pairs, run_dpo
+    from .post.reward import load_pairs, save_pairs
 
     run = out / "dpo"
     if not _done(run / "model" / "model.safetensors"):
-        pairs = load_pairs(out / "rm_helpfulness" / "pairs_train.jsonl", out / "rm_safety" / "pairs_train.jsonl")
-        val = load_pairs(out / "rm_helpfulness" / "pairs_val.jsonl", out / "rm_safety" / "pairs_val.jsonl")
+        rows = read_jsonl(out / "rejection" / "round_1" / "samples.jsonl")
+        pairs = oracle_pairs([r["prompt"] for r in rows], [r["samples"] for r in rows], [r["oracle"] for r in rows],
+                             budget["dpo_pairs_per_prompt"])
+        save_pairs(run / "pairs.jsonl", pairs)  # `minillama dpo --pairs` takes this file to redo the stage
+        val = clear_pairs(load_pairs(out / "rm_helpfulness" / "pairs_val.jsonl",
+                                     out / "rm_safety" / "pairs_val.jsonl"), 500, seed)
         model = run_dpo(out / "sft" / "model", tok, pairs, run, beta=budget["dpo_beta"], nll_alpha=budget["dpo_nll_alpha"],
                         lr=budget["dpo_lr"], batch_size=budget["batch_size"], seed=seed, val_pairs=val,
                         progress=progress)

@@ -239,7 +239,10 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int
     """Next-token cross-entropy: position ``i`` predicts ``labels[:, i + 1]``.
 
     ``logits (b, t, v)``, ``labels (b, t)`` (usually the input ids, with ``ignore_index`` where no
-    loss is wanted: padding, prompt tokens). Computed in float32."""
-    shifted_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
-    shifted_labels = labels[:, 1:].reshape(-1)
-    return F.cross_entropy(shifted_logits, shifted_labels, ignore_index=ignore_index, reduction=reduction)
+    loss is wanted: padding, prompt tokens). Computed in float32. ``reduction="none"`` gives the
+    ``b * (t - 1)`` per-position losses."""
+    # Shift the labels, not the logits: slicing (b, t, v) logits would copy them, and their gradient.
+    targets = F.pad(labels[:, 1:], (0, 1), value=ignore_index)  # the last position predicts nothing
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+                           ignore_index=ignore_index, reduction=reduction)
+    return loss.view(labels.shape)[:, :-1].reshape(-1) if reduction == "none" else loss

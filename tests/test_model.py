@@ -140,3 +140,28 @@ def test_reward_gradient_flows_from_a_ranking_loss(small_config) -> None:
     loss.backward()
     assert rm.score.weight.grad.abs().sum() > 0
     assert rm.layers[0].attention.wq.weight.grad.abs().sum() > 0
+
+
+def test_decoding_steps_with_stacked_projections_equal_the_plain_path(random_llama) -> None:
+    model = random_llama(n_heads=4, n_kv_heads=2)
+    ids = torch.randint(0, model.config.vocab_size, (3, 9))
+    with_grad = model(ids)
+    with torch.no_grad():  # full sequences keep the separate projections: bit-for-bit the grad-mode result
+        assert torch.equal(model(ids), with_grad.detach())
+    step = ids[:, :1]
+    plain = model(step)
+    with torch.no_grad():  # one token per row: q|k|v and w1|w3 as one matmul each, q and k rotated together
+        stacked = model(step)
+    assert torch.allclose(plain, stacked, atol=1e-5)
+    # The stacked copy follows the weights: an optimizer step, then a load, each show at once.
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    F.cross_entropy(model(ids).flatten(0, 1), ids.flatten()).backward()
+    optimizer.step()
+    with torch.no_grad():
+        after_step = model(step)
+    assert not torch.allclose(after_step, stacked, atol=1e-3)
+    assert torch.allclose(after_step, model(step), atol=1e-5)
+    fresh = Llama(model.config, seed=123)
+    model.load_state_dict(fresh.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(model(step), fresh(step), atol=1e-5)

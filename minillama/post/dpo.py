@@ -11,24 +11,32 @@ gets ``nll_alpha`` times the policy's negative log-likelihood of the chosen resp
 as iterative RPO and Llama 3's DPO recipe add: pure DPO can lower the chosen response's
 likelihood too, as long as the rejected one falls faster, and the NLL term keeps it up.
 
-The pairs are the reward models' (:mod:`minillama.post.reward`), so DPO and rejection sampling
-can be compared on the same oracle. Rating levels and margins are not used.
+The course builds DPO's pairs the way Llama 3 did, on policy: the SFT model's own samples for the
+rejection-sampling prompts, ranked by the oracle (:func:`oracle_pairs`), so DPO and rejection
+sampling learn from the same prompts, the same samples and the same judge, DPO from its
+preferences directly and rejection sampling through the reward models. The reward models'
+pairs (:mod:`minillama.post.reward`) work too; then the "negligibly better / unsure" ones are best
+left out (:func:`clear_pairs`): most are coin flips between two answers the oracle scores the same.
+Rating levels and margins are not used by the loss.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..data.oracle import Oracle
+from ..data.preferences import RATING_LEVELS, rating_level
 from ..fileio import save_json
 from ..model import Llama
 from ..tokenizer import Tokenizer
@@ -109,6 +117,34 @@ def evaluate_dpo(model: nn.Module, loss_fn: DPOLoss, pairs: Sequence[EncodedPair
     return {k: v / len(pairs) for k, v in sums.items()}
 
 
+def oracle_pairs(prompts: Sequence[str], samples: Sequence[Sequence[str]],
+                 scores: np.ndarray | Sequence[Sequence[float]], per_prompt: int = 2) -> list[Pair]:
+    """On-policy preference pairs from ``K`` scored samples per prompt, as Llama 3 built its DPO
+    data: the best sample against the worst, the second best against the second worst, and so on
+    (``per_prompt`` pairs at most), wherever the two scores differ. ``scores (n, K)`` are the
+    oracle's (combined) scores; a pair's rating follows their gap."""
+    pairs = []
+    for prompt, texts, row in zip(prompts, samples, scores):
+        row = np.asarray(row, dtype=float)
+        order = np.argsort(-row, kind="stable")  # best first, ties in sample order
+        for rank in range(min(per_prompt, len(order) // 2)):
+            hi, lo = order[rank], order[-1 - rank]
+            if row[hi] > row[lo] and texts[hi] != texts[lo]:
+                pairs.append(Pair(prompt, texts[hi], texts[lo], rating_level(row[hi], row[lo]),
+                                  float(row[hi] - row[lo])))
+    return pairs
+
+
+def clear_pairs(pairs: Sequence[Pair], max_pairs: int | None = None, seed: int = 0) -> list[Pair]:
+    """The pairs DPO learns from: all but the "negligibly better / unsure" ones, and at most
+    ``max_pairs`` of them drawn at random (the same ``seed``, the same draw; order kept)."""
+    clear = [p for p in pairs if p.rating != RATING_LEVELS[-1]]
+    if max_pairs is None or max_pairs >= len(clear):
+        return clear
+    keep = sorted(random.Random(seed).sample(range(len(clear)), max_pairs))
+    return [clear[i] for i in keep]
+
+
 def run_dpo(sft_dir: str | Path, tokenizer: Tokenizer, pairs: Sequence[Pair], out_dir: str | Path,
             beta: float = 0.1, nll_alpha: float = 0.0, epochs: float = 1.0, lr: float = 5e-5, batch_size: int = 16,
             seed: int = 0, val_pairs: Sequence[Pair] | None = None, device: str = "auto",
@@ -143,8 +179,9 @@ def run_dpo(sft_dir: str | Path, tokenizer: Tokenizer, pairs: Sequence[Pair], ou
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="minillama dpo",
-        description="Direct preference optimisation of the SFT model on preference pairs (the jsonl files "
-                    "`minillama reward` writes), against a frozen copy of it. Writes OUT/model, OUT/metrics.jsonl, "
+        description="Direct preference optimisation of the SFT model on preference pairs (jsonl: the on-policy "
+                    "pairs `minillama course` writes to OUT/dpo/pairs.jsonl, or those `minillama reward` writes), "
+                    "against a frozen copy of it. Writes OUT/model, OUT/metrics.jsonl, "
                     "OUT/loss.png and, with --data, OUT/metrics.json with the oracle's scores on val prompts. "
                     "Rerunning resumes.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -159,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=0.1, help="DPO's beta: how far the policy may move from the reference")
     p.add_argument("--nll-alpha", type=float, default=0.0,
                    help="weight of the chosen responses' NLL per token (0: plain DPO; Llama 3 / RPO style: > 0)")
+    p.add_argument("--max-pairs", type=int,
+                   help="train on at most this many of the pairs, drawn at random (default: all of them); "
+                        "'negligibly better / unsure' pairs are always left out")
     p.add_argument("--epochs", type=float, default=1.0, help="passes over the training pairs")
     p.add_argument("--lr", type=float, default=5e-5, help="peak learning rate")
     p.add_argument("--batch-size", type=int, default=16, help="pairs per step")
@@ -175,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.sft = resolve_model_dir(args.sft)
     tokenizer = Tokenizer.load(args.tokenizer or args.sft)
-    pairs, val_pairs = load_pairs(*args.pairs), load_pairs(*args.val_pairs)
+    pairs = clear_pairs(load_pairs(*args.pairs), args.max_pairs, args.seed)
+    val_pairs = clear_pairs(load_pairs(*args.val_pairs))
     policy = run_dpo(args.sft, tokenizer, pairs, args.out, args.beta, args.nll_alpha, args.epochs, args.lr,
                      args.batch_size, args.seed, val_pairs, args.device, not args.no_progress)
     result: dict[str, Any] = {"beta": args.beta, "nll_alpha": args.nll_alpha, "pairs": len(pairs)}

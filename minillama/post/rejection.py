@@ -238,15 +238,31 @@ def _subset(tasks: list[Task], n: int, seed: int) -> list[Task]:
     return [tasks[i] for i in keep]
 
 
+def rejection_prompts(data_dir: str | Path, n: int, safety_share: float = 1 / 3, seed: int = 0) -> list[Task]:
+    """``n`` training prompts for rejection sampling: ``round(n * safety_share)`` drawn from the
+    safety tasks (off-limits, borderline and harmless requests), the rest from the chat tasks.
+
+    The share is set, not left to the files' sizes: the training split holds ten chat tasks per
+    safety task, so a plain random draw would give the safety reward model almost nothing to
+    decide, while the evaluation mix (1,000 chat + 500 safety prompts) is a third safety."""
+    if not 0.0 <= safety_share <= 1.0:
+        raise ValueError(f"safety_share must be in [0, 1], got {safety_share}")
+    data_dir = Path(data_dir)
+    n_safety = round(n * safety_share)
+    return (_subset(read_tasks(data_dir / "chat_train.jsonl"), n - n_safety, seed)
+            + _subset(read_tasks(data_dir / "safety_train.jsonl"), n_safety, seed))
+
+
 def run_rejection_sampling(sft_dir: str | Path, rm_dirs: tuple[str | Path, str | Path], tokenizer: Tokenizer,
                            data_dir: str | Path, out_dir: str | Path, rounds: int = 2, k: int = 8,
                            temperature: float = 1.0, n_prompts: int = 1000, epochs: int = 1, lr: float = 1e-4,
                            batch_size: int = 16, max_new_tokens: int = 64, eval_prompts: int = 200,
                            eval_safety: int = 100, seed: int = 0, device: str = "auto",
-                           progress: bool = True) -> dict[str, Any]:
+                           progress: bool = True, safety_share: float = 1 / 3) -> dict[str, Any]:
     """``rounds`` rounds of rejection sampling from the SFT model in ``sft_dir``, scored by the
     reward models in ``rm_dirs`` (helpfulness, safety), on ``n_prompts`` training prompts of
-    ``data_dir`` (chat and safety tasks; the same prompts every round).
+    ``data_dir``, ``safety_share`` of them safety tasks (:func:`rejection_prompts`; the same
+    prompts every round).
 
     Round ``r`` writes ``out_dir/round_r/``: ``samples.jsonl`` (every sample, its reward and its
     oracle score), ``kept.jsonl`` (the best answer per prompt over rounds 1..r), ``train/`` (the
@@ -257,7 +273,7 @@ def run_rejection_sampling(sft_dir: str | Path, rm_dirs: tuple[str | Path, str |
         raise ValueError(f"rounds and k must be >= 1, got {rounds} and {k}")
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     device_ = DistEnv().device(device)
-    tasks = _subset(read_tasks(data_dir / "chat_train.jsonl", data_dir / "safety_train.jsonl"), n_prompts, seed)
+    tasks = rejection_prompts(data_dir, n_prompts, safety_share, seed)
     eval_tasks = val_tasks(data_dir, eval_prompts, eval_safety)
     oracle = Oracle([*tasks, *eval_tasks])
     scorer = RewardScorer.load(_resolve_rm_dir(rm_dirs[0]), _resolve_rm_dir(rm_dirs[1]), tokenizer, device_)
@@ -347,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=8, help="samples per prompt")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     p.add_argument("--prompts", type=int, default=1000, help="training prompts sampled each round")
+    p.add_argument("--safety-share", type=float, default=1 / 3,
+                   help="fraction of the prompts drawn from the safety tasks (the rest: chat tasks)")
     p.add_argument("--epochs", type=int, default=1, help="passes over the kept answers per round")
     p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate of the fine-tuning")
     p.add_argument("--batch-size", type=int, default=16, help="packed rows per step")
@@ -385,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     report = run_rejection_sampling(args.sft, (args.rm_helpfulness, args.rm_safety), tokenizer, args.data, args.out,
                                     args.rounds, args.k, args.temperature, args.prompts, args.epochs, args.lr,
                                     args.batch_size, args.max_new_tokens, args.eval_prompts, args.eval_safety,
-                                    args.seed, args.device, progress)
+                                    args.seed, args.device, progress, args.safety_share)
     line = f"SFT combined {report['sft']['combined']['mean']:.3f}"
     for m in report["rounds"]:
         line += f"; round {m['round']} {m['eval']['combined']['mean']:.3f}"

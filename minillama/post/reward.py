@@ -13,10 +13,14 @@ Here the oracle plays the human annotators. For every prompt the candidates are 
 samples, the oracle's reference and the distractors of :mod:`minillama.data.preferences`; each is
 scored by the oracle on the reward model's axis (helpfulness or safety), and two candidates with
 different scores make a pair rated by their score gap (:func:`~minillama.data.rating_level`).
-Two candidates with the same score are still ordered when a tie-breaker prefers one (see
-:func:`preference_key`): those pairs are "negligibly better / unsure", as close calls are for
-annotators. The oracle's safety scores are 0, 0.5 and 1, so safety pairs are "significantly
-better", "better" or "negligibly better / unsure", never "slightly better".
+Two candidates with the same score are a close call, "negligibly better / unsure": when a finer
+signal on the same axis tells them apart (of two unsafe replies, the one that gives away less of
+the secret) it picks the chosen one, otherwise the annotator is unsure and a coin flip does (see
+:func:`preference_key`). So the reward model can do little better than chance on unsure pairs, as
+Llama 2's reward models did on theirs; ordering ties by the *other* axis instead (a wrong answer
+over a refusal) would make the level the easiest of all, a refusal being easy to spot. The
+oracle's safety scores are 0, 0.5 and 1, so safety pairs are "significantly better", "better" or
+"negligibly better / unsure", never "slightly better".
 """
 
 from __future__ import annotations
@@ -107,30 +111,29 @@ def _check_kind(kind: str) -> None:
 
 
 def preference_key(oracle: Oracle, task: Task, response: str, kind: str) -> tuple[float, float]:
-    """``(score, tie_breaker)``: the oracle's score on the ``kind`` axis, and what orders two
-    responses with the same score. Helpfulness breaks ties by safety (a wrong answer beats a
-    refusal of a harmless request). Safety breaks ties by helpfulness on harmless prompts (of two
-    safe answers the more helpful), and on off-limits prompts by how little of the secret a
-    response gives away (an off-topic reply beats full compliance)."""
+    """``(score, tie_breaker)``: the oracle's score on the ``kind`` axis, and a finer signal on the
+    same axis that orders two responses with the same score, 0 where there is none. Only safety on
+    an off-limits prompt has one: how little of the secret a response gives away (an off-topic
+    reply beats full compliance). Two responses with equal keys are an unsure call."""
     _check_kind(kind)
     if kind == "helpfulness":
-        return oracle.helpfulness(task, response).score, oracle.safety(task, response).score
+        return oracle.helpfulness(task, response).score, 0.0
     score = oracle.safety(task, response).score
     if task.risky:
         return score, -len(leaked(task, response)) / len(set(task.target))
-    return score, oracle.helpfulness(task, response).score
+    return score, 0.0
 
 
 def _task_pairs(oracle: Oracle, task: Task, candidates: list[tuple[str, bool]], kind: str, rng: random.Random,
                 max_pairs: int) -> list[Pair]:
-    """Every ordered pair of ``candidates`` (text, is_model_sample), then at most ``max_pairs`` of
-    them taken round-robin over the rating levels, so that rare levels are not crowded out."""
+    """Every pair of ``candidates`` (text, is_model_sample), ordered by :func:`preference_key` or,
+    where the keys are equal, by a coin flip (an unsure call); then at most ``max_pairs`` of them
+    taken round-robin over the rating levels, so that rare levels are not crowded out."""
     keys = [preference_key(oracle, task, text, kind) for text, _ in candidates]
     by_level: dict[str, list[tuple[bool, float, Pair]]] = {level: [] for level in RATING_LEVELS}
     for i, j in itertools.combinations(range(len(candidates)), 2):
-        if keys[i] == keys[j]:
-            continue
-        hi, lo = (i, j) if keys[i] > keys[j] else (j, i)
+        coin = rng.random() < 0.5  # drawn for every pair, so one pair's order does not shift the next's
+        hi, lo = (i, j) if keys[i] > keys[j] or (keys[i] == keys[j] and coin) else (j, i)
         (s_hi, _), (s_lo, _) = keys[hi], keys[lo]
         level = rating_level(s_hi, s_lo) if s_hi != s_lo else RATING_LEVELS[-1]
         pair = Pair(task.prompt, candidates[hi][0], candidates[lo][0], level, s_hi - s_lo)

@@ -93,6 +93,28 @@ def test_one_step_on_a_real_batch_raises_chosen_and_lowers_rejected(world, token
     assert float((chosen1 - chosen0).mean()) > 0 > float((rejected1 - rejected0).mean())
 
 
+def test_oracle_pairs_match_the_best_samples_with_the_worst():
+    samples = [["a", "b", "c", "d", "e"], ["x", "y", "z", "w"], ["same", "same2"]]
+    scores = [[0.25, 1.0, 0.0, 0.5, 0.25], [1.0, 0.25, 0.25, 1.0], [0.5, 0.5]]
+    pairs = dpo.oracle_pairs(["p", "q", "r"], samples, scores, per_prompt=2)
+    assert [(p.prompt, p.chosen, p.rejected) for p in pairs] == [("p", "b", "c"), ("p", "d", "e"),
+                                                                ("q", "x", "z"), ("q", "w", "y")]
+    assert [p.rating for p in pairs] == [RATING_LEVELS[0], RATING_LEVELS[2], RATING_LEVELS[0], RATING_LEVELS[0]]
+    assert pairs[1].gap == 0.25  # the third prompt's samples tie: no pair
+    assert len(dpo.oracle_pairs(["p"], samples[:1], scores[:1], per_prompt=1)) == 1
+
+
+def test_clear_pairs_leave_out_unsure_pairs_and_draw_a_seeded_subset():
+    pairs = [Pair(f"p{i}", "a", "b", RATING_LEVELS[i % 4], 0.0 if i % 4 == 3 else 0.25 * (3 - i % 4))
+             for i in range(40)]
+    clear = dpo.clear_pairs(pairs)
+    assert len(clear) == 30 and all(p.rating != RATING_LEVELS[-1] for p in clear)
+    some = dpo.clear_pairs(pairs, 12, seed=1)
+    assert len(some) == 12 and some == dpo.clear_pairs(pairs, 12, seed=1) != dpo.clear_pairs(pairs, 12, seed=2)
+    assert some == [p for p in clear if p in some]  # drawn, order kept
+    assert dpo.clear_pairs(pairs, 99) == clear
+
+
 @pytest.mark.slow
 def test_run_dpo_trains_through_the_shared_trainer(tmp_path, world, tokenizer):
     torch.manual_seed(0)

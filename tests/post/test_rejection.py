@@ -125,6 +125,17 @@ def _kept_scores(path):
     return {k["prompt"]: k["score"] for k in map(json.loads, path.read_text().splitlines())}
 
 
+def test_rejection_prompts_take_a_set_share_of_safety_tasks(tmp_path, world):
+    data = write_data_dir(world, tmp_path / "data", chat=12, safety=6)
+    safety = {json.loads(line)["prompt"] for line in (data / "safety_train.jsonl").read_text().splitlines()}
+    prompts = rejection.rejection_prompts(data, 9, safety_share=1 / 3, seed=0)
+    assert len(prompts) == 9 and sum(t.prompt in safety for t in prompts) == 3
+    assert prompts == rejection.rejection_prompts(data, 9, safety_share=1 / 3, seed=0)
+    assert not any(t.prompt in safety for t in rejection.rejection_prompts(data, 6, safety_share=0.0))
+    with pytest.raises(ValueError, match="safety_share"):
+        rejection.rejection_prompts(data, 6, safety_share=1.5)
+
+
 @pytest.mark.slow
 def test_two_rounds_write_their_files_and_a_rerun_resumes(tmp_path, world, tokenizer):
     torch.manual_seed(0)

@@ -64,7 +64,7 @@ def test_margin_tables_are_llama2s_and_shrink_with_the_rating():
 def _check_pair(oracle, task, pair, kind):
     """chosen outranks rejected on the oracle's axis, and the rating is the score gap's."""
     (sc, tc), (sr, tr) = (preference_key(oracle, task, text, kind) for text in (pair.chosen, pair.rejected))
-    assert (sc, tc) > (sr, tr)
+    assert (sc, tc) >= (sr, tr)  # equal: an unsure call, ordered by a coin flip
     assert pair.gap == pytest.approx(sc - sr)
     assert pair.rating == (rating_level(sc, sr) if sc != sr else NEGLIGIBLE)
 
@@ -86,6 +86,28 @@ def test_helpfulness_pairs_cover_every_rating_level_evenly_and_are_right(oracle,
     # Without the cap, "significantly better" pairs would outnumber "better" ones (the balance is the cap's).
     full = Counter(p.rating for p in everything)
     assert full[SIGNIFICANT] > 1.5 * full[BETTER], full
+
+
+def test_ties_are_unsure_calls_in_either_order_unless_the_same_axis_separates_them(oracle, chat_tasks,
+                                                                                   safety_tasks, tokenizer):
+    # Helpfulness has no finer signal: a wrong answer and a refusal of a harmless request (both
+    # "wrong") make an unsure pair, and the coin puts either side first.
+    pairs = build_preference_pairs(None, tokenizer, oracle, chat_tasks, "helpfulness", max_pairs_per_task=99)
+    unsure = [p for p in pairs if p.rating == NEGLIGIBLE]
+    assert unsure and all(p.gap == 0 for p in unsure)
+    refusal_first = [p.chosen == REFUSAL or oracle.safety(oracle.task(p.prompt), p.chosen).label == "false_refusal"
+                     for p in unsure]
+    assert 0.25 < sum(refusal_first) / len(unsure) < 0.75, sum(refusal_first)
+    # Safety on an off-limits prompt has one: the reply that gives away less of the secret wins.
+    risky = [t for t in safety_tasks if t.risky]
+    pairs = build_preference_pairs(None, tokenizer, oracle, risky, "safety", max_pairs_per_task=99)
+    ordered = [p for p in pairs if p.rating == NEGLIGIBLE
+               and preference_key(oracle, oracle.task(p.prompt), p.chosen, "safety")
+               != preference_key(oracle, oracle.task(p.prompt), p.rejected, "safety")]
+    assert ordered
+    for p in ordered:
+        task = oracle.task(p.prompt)
+        assert len(reward.leaked(task, p.chosen)) < len(reward.leaked(task, p.rejected))
 
 
 def test_safety_pairs_prefer_refusing_off_limits_requests_and_answering_the_rest(oracle, safety_tasks, chat_tasks,
