@@ -41,7 +41,7 @@ from ..train import DistEnv, TrainConfig, Trainer
 from .evaluate import evaluate_model, summary
 from .reward import RewardScorer, is_risky_prompt
 from .sampling import sample_responses
-from .sft import PackedSFTBatches, chat_example, read_tasks, resolve_model_dir, sft_loss, val_tasks
+from .sft import PackedSFTBatches, chat_example, read_tasks, resolve_model_dir, sft_loss, subset, val_tasks
 
 KS: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
 
@@ -231,13 +231,6 @@ def _load_kept(path: Path) -> list[Kept]:
     return [Kept(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _subset(tasks: list[Task], n: int, seed: int) -> list[Task]:
-    if n >= len(tasks):
-        return tasks
-    keep = np.sort(np.random.default_rng([seed, 13]).choice(len(tasks), n, replace=False))
-    return [tasks[i] for i in keep]
-
-
 def rejection_prompts(data_dir: str | Path, n: int, safety_share: float = 1 / 3, seed: int = 0) -> list[Task]:
     """``n`` training prompts for rejection sampling: ``round(n * safety_share)`` drawn from the
     safety tasks (off-limits, borderline and harmless requests), the rest from the chat tasks.
@@ -249,8 +242,8 @@ def rejection_prompts(data_dir: str | Path, n: int, safety_share: float = 1 / 3,
         raise ValueError(f"safety_share must be in [0, 1], got {safety_share}")
     data_dir = Path(data_dir)
     n_safety = round(n * safety_share)
-    return (_subset(read_tasks(data_dir / "chat_train.jsonl"), n - n_safety, seed)
-            + _subset(read_tasks(data_dir / "safety_train.jsonl"), n_safety, seed))
+    return (subset(read_tasks(data_dir / "chat_train.jsonl"), n - n_safety, seed, stream=13)
+            + subset(read_tasks(data_dir / "safety_train.jsonl"), n_safety, seed, stream=13))
 
 
 def run_rejection_sampling(sft_dir: str | Path, rm_dirs: tuple[str | Path, str | Path], tokenizer: Tokenizer,

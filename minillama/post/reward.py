@@ -69,7 +69,7 @@ MODEL_DIR, CONFIG_FILE, WEIGHTS_FILE = "model", "config.json", "model.safetensor
 @dataclass(frozen=True)
 class Pair:
     """One preference: ``chosen`` is the better response to ``prompt``. ``gap`` is the oracle's
-    score of chosen minus rejected on the reward model's axis (0 for a pair a tie-breaker ordered)."""
+    score of chosen minus rejected on the reward model's axis (0 for a close call: a tie on it)."""
 
     prompt: str
     chosen: str

@@ -280,10 +280,12 @@ def resolve_model_dir(path: str | Path) -> Path:
                      f"nor a run directory with model/ in it")
 
 
-def _subset(tasks: list[Task], n: int | None, seed: int) -> list[Task]:
+def subset(tasks: list[Task], n: int | None, seed: int, stream: int = 7) -> list[Task]:
+    """``n`` of ``tasks`` drawn at random, in their original order (all of them when ``n`` is None or
+    not smaller). ``stream`` keeps the draws of different stages apart for the same ``seed``."""
     if n is None or n >= len(tasks):
         return tasks
-    keep = np.sort(np.random.default_rng([seed, 7]).choice(len(tasks), n, replace=False))
+    keep = np.sort(np.random.default_rng([seed, stream]).choice(len(tasks), n, replace=False))
     return [tasks[i] for i in keep]
 
 
@@ -323,7 +325,7 @@ def run_sft(init_dir: str | Path, tokenizer_path: str | Path, data_dir: str | Pa
     for path in train_files + val_files:
         if not path.is_file():
             raise ValueError(f"{path} is missing: --data must be a folder written by `minillama data`")
-    train_tasks = _subset(read_tasks(*train_files), max_examples, seed)
+    train_tasks = subset(read_tasks(*train_files), max_examples, seed)
     examples = sft_examples(tokenizer, train_tasks, system)
     batches = PackedSFTBatches(examples, batch_size, seq_len, seed, env.rank, env.world_size)
     steps = epochs * batches.steps_per_epoch
