@@ -76,6 +76,27 @@ def sample_and_score(policy: Llama, tokenizer: Tokenizer, scorer: RewardScorer, 
     return samples, scores.view(len(tasks), k)
 
 
+class OracleJudge:
+    """The oracle in the reward models' place: the combined score of a perfect judge, with the same
+    ``combined(prompts, responses, is_risky)`` call as :class:`~minillama.post.reward.RewardScorer`.
+
+    Not part of the recipe (nobody has an oracle): it measures the recipe's ceiling. What rejection
+    sampling gains with this judge is what the fine-tuning on kept samples can buy at all; what it
+    gains with the reward models is that, less the reward models' error."""
+
+    def __init__(self, oracle: Oracle) -> None:
+        self.oracle = oracle
+
+    def combined(self, prompts: Sequence[str], responses: Sequence[str],
+                 is_risky: Sequence[bool] | None = None) -> torch.Tensor:
+        if len(prompts) != len(responses):
+            raise ValueError(f"prompts and responses must have the same length, got {len(prompts)} and "
+                             f"{len(responses)}")
+        # The oracle knows which prompts are risky; is_risky is taken for the scorer's signature only.
+        return torch.tensor([self.oracle.combined(p, r).score for p, r in zip(prompts, responses)],
+                            dtype=torch.float32)
+
+
 def select_best(tasks: Sequence[Task], samples: Sequence[Sequence[str]], scores: torch.Tensor) -> list[Kept]:
     best = best_of_k(scores)
     return [Kept(t.prompt, row[int(j)], float(scores[i, j])) for i, (t, row, j) in enumerate(zip(tasks, samples, best))]
@@ -246,14 +267,15 @@ def rejection_prompts(data_dir: str | Path, n: int, safety_share: float = 1 / 3,
             + subset(read_tasks(data_dir / "safety_train.jsonl"), n_safety, seed, stream=13))
 
 
-def run_rejection_sampling(sft_dir: str | Path, rm_dirs: tuple[str | Path, str | Path], tokenizer: Tokenizer,
+def run_rejection_sampling(sft_dir: str | Path, rm_dirs: tuple[str | Path, str | Path] | None, tokenizer: Tokenizer,
                            data_dir: str | Path, out_dir: str | Path, rounds: int = 2, k: int = 8,
                            temperature: float = 1.0, n_prompts: int = 1000, epochs: int = 1, lr: float = 1e-4,
                            batch_size: int = 16, max_new_tokens: int = 64, eval_prompts: int = 200,
                            eval_safety: int = 100, seed: int = 0, device: str = "auto",
                            progress: bool = True, safety_share: float = 1 / 3) -> dict[str, Any]:
     """``rounds`` rounds of rejection sampling from the SFT model in ``sft_dir``, scored by the
-    reward models in ``rm_dirs`` (helpfulness, safety), on ``n_prompts`` training prompts of
+    reward models in ``rm_dirs`` (helpfulness, safety; ``None``: by the oracle itself, the
+    :class:`OracleJudge` ceiling), on ``n_prompts`` training prompts of
     ``data_dir``, ``safety_share`` of them safety tasks (:func:`rejection_prompts`; the same
     prompts every round).
 
@@ -269,7 +291,11 @@ def run_rejection_sampling(sft_dir: str | Path, rm_dirs: tuple[str | Path, str |
     tasks = rejection_prompts(data_dir, n_prompts, safety_share, seed)
     eval_tasks = val_tasks(data_dir, eval_prompts, eval_safety)
     oracle = Oracle([*tasks, *eval_tasks])
-    scorer = RewardScorer.load(_resolve_rm_dir(rm_dirs[0]), _resolve_rm_dir(rm_dirs[1]), tokenizer, device_)
+    scorer: RewardScorer | OracleJudge
+    if rm_dirs is None:
+        scorer = OracleJudge(oracle)
+    else:
+        scorer = RewardScorer.load(_resolve_rm_dir(rm_dirs[0]), _resolve_rm_dir(rm_dirs[1]), tokenizer, device_)
     policy_dir = resolve_model_dir(sft_dir)
 
     def evaluate(model: Llama) -> dict[str, Any]:
@@ -302,7 +328,8 @@ def run_rejection_sampling(sft_dir: str | Path, rm_dirs: tuple[str | Path, str |
                                      batch_size, seed=seed + r, device=device, progress=progress)
         policy.save_pretrained(round_dir / "model")
         tokenizer.save(round_dir / "model")
-        metrics = {"round": r, "k": k, "temperature": temperature, "prompts": len(tasks),
+        metrics = {"round": r, "judge": "oracle" if rm_dirs is None else "reward_models", "k": k,
+                   "temperature": temperature, "prompts": len(tasks),
                    "samples": {**reward_vs_k(rm, [1, k]), **pick_quality(rm, truth, [1, k])},
                    "kept_mean_reward": float(np.mean([kept.score for kept in best.values()])),
                    "eval": evaluate(policy)}
@@ -346,8 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "and the oracle's view of the pick).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--sft", required=True, type=Path, help="the SFT model directory (or the SFT run directory)")
-    p.add_argument("--rm-helpfulness", required=True, type=Path, help="helpfulness reward model (or its run directory)")
-    p.add_argument("--rm-safety", required=True, type=Path, help="safety reward model (or its run directory)")
+    p.add_argument("--judge", default="reward-models", choices=["reward-models", "oracle"],
+                   help="who picks the best of K: the two reward models (the recipe), or the oracle itself (a "
+                        "perfect judge: the ceiling of what fine-tuning on kept samples can gain)")
+    p.add_argument("--rm-helpfulness", type=Path,
+                   help="helpfulness reward model (or its run directory); needed unless --judge oracle")
+    p.add_argument("--rm-safety", type=Path,
+                   help="safety reward model (or its run directory); needed unless --judge oracle")
     p.add_argument("--tokenizer", type=Path,
                    help="tokenizer.model or its directory (default: the one saved with the SFT model)")
     p.add_argument("--data", required=True, type=Path, help="a `minillama data` folder (chat_*.jsonl, safety_*.jsonl)")
@@ -376,7 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.judge == "reward-models" or args.analysis) and (args.rm_helpfulness is None or args.rm_safety is None):
+        parser.error("--rm-helpfulness and --rm-safety are required unless --judge oracle (the study always "
+                     "reads the reward models)")
     args.sft = resolve_model_dir(args.sft)
     tokenizer = Tokenizer.load(args.tokenizer or args.sft)
     progress = not args.no_progress
@@ -393,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         plot_reward_vs_k(study, args.out / "reward_vs_k.png")
         print(f"reward vs K on {len(tasks)} prompts: {args.out / 'reward_vs_k.json'}")
         return 0
-    report = run_rejection_sampling(args.sft, (args.rm_helpfulness, args.rm_safety), tokenizer, args.data, args.out,
+    rm_dirs = None if args.judge == "oracle" else (args.rm_helpfulness, args.rm_safety)
+    report = run_rejection_sampling(args.sft, rm_dirs, tokenizer, args.data, args.out,
                                     args.rounds, args.k, args.temperature, args.prompts, args.epochs, args.lr,
                                     args.batch_size, args.max_new_tokens, args.eval_prompts, args.eval_safety,
                                     args.seed, args.device, progress, args.safety_share)

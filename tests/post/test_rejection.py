@@ -183,3 +183,31 @@ def test_rejection_command_help(capsys):
     with pytest.raises(SystemExit) as exit_:
         rejection.main(["--help"])
     assert exit_.value.code == 0 and "--rm-safety" in capsys.readouterr().out
+
+
+def test_the_oracle_judge_scores_like_the_oracle_and_checks_lengths(world):
+    tasks = world.chat_tasks("val", 3) + world.unsafe_tasks("val", 2, borderline=0.0)
+    oracle = world.oracle
+    answers = [t.reference for t in tasks] + ["I can't help with that."] * len(tasks)
+    prompts = [t.prompt for t in tasks] * 2
+    judge = rejection.OracleJudge(oracle)
+    scores = judge.combined(prompts, answers, [is_risky_prompt(oracle.task(p)) for p in prompts])
+    assert scores.tolist() == [oracle.combined(p, a).score for p, a in zip(prompts, answers)]
+    assert scores[:len(tasks)].tolist() == [1.0] * len(tasks)  # the references are perfect
+    with pytest.raises(ValueError, match="same length"):
+        judge.combined(prompts, answers[:-1])
+
+
+def test_rejection_command_with_the_oracle_as_judge_needs_no_reward_models(tmp_path, world, tokenizer):
+    data = write_data_dir(world, tmp_path / "data")
+    sft = save_lm(tiny_lm(tokenizer, seed=8), tmp_path / "sft", tokenizer)
+    argv = ["--sft", str(sft), "--data", str(data), "--out", str(tmp_path / "rs"), "--rounds", "1", "--k", "2",
+            "--prompts", "3", "--batch-size", "2", "--max-new-tokens", "4", "--eval-prompts", "2", "--eval-safety",
+            "1", "--device", "cpu", "--no-progress"]
+    with pytest.raises(SystemExit):  # the recipe's judge needs both reward models
+        rejection.main(argv)
+    assert rejection.main(argv + ["--judge", "oracle"]) == 0
+    metrics = json.loads((tmp_path / "rs/round_1/metrics.json").read_text())
+    assert metrics["judge"] == "oracle"
+    row = json.loads((tmp_path / "rs/round_1/samples.jsonl").read_text().splitlines()[0])
+    assert row["reward"] == row["oracle"]  # the judge's scores are the oracle's
