@@ -63,9 +63,9 @@ def best_of_k(scores: torch.Tensor | np.ndarray) -> torch.Tensor:
     return scores.argmax(-1)
 
 
-def sample_and_score(policy: Llama, tokenizer: Tokenizer, scorer: RewardScorer, tasks: Sequence[Task], k: int = 8,
-                     temperature: float = 1.0, seed: int = 0, max_new_tokens: int = 64, batch_size: int = 64,
-                     progress: bool = False) -> tuple[list[list[str]], torch.Tensor]:
+def sample_and_score(policy: Llama, tokenizer: Tokenizer, scorer: RewardScorer | OracleJudge, tasks: Sequence[Task],
+                     k: int = 8, temperature: float = 1.0, seed: int = 0, max_new_tokens: int = 64,
+                     batch_size: int = 64, progress: bool = False) -> tuple[list[list[str]], torch.Tensor]:
     """``k`` samples per task and their combined rewards ``(n, k)``."""
     prompts = [t.prompt for t in tasks]
     samples = sample_responses(policy, tokenizer, prompts, n_samples=k, temperature=temperature,
@@ -102,9 +102,9 @@ def select_best(tasks: Sequence[Task], samples: Sequence[Sequence[str]], scores:
     return [Kept(t.prompt, row[int(j)], float(scores[i, j])) for i, (t, row, j) in enumerate(zip(tasks, samples, best))]
 
 
-def rejection_sampling_round(policy: Llama, tokenizer: Tokenizer, scorer: RewardScorer, tasks: Sequence[Task],
-                             k: int = 8, temperature: float = 1.0, seed: int = 0, max_new_tokens: int = 64,
-                             batch_size: int = 64, progress: bool = False) -> list[Kept]:
+def rejection_sampling_round(policy: Llama, tokenizer: Tokenizer, scorer: RewardScorer | OracleJudge,
+                             tasks: Sequence[Task], k: int = 8, temperature: float = 1.0, seed: int = 0,
+                             max_new_tokens: int = 64, batch_size: int = 64, progress: bool = False) -> list[Kept]:
     """The best of ``k`` samples per task by the combined reward: ``[(prompt, response, score)]``
     in task order. Fine-tune on them with :func:`finetune_on_samples`."""
     samples, scores = sample_and_score(policy, tokenizer, scorer, tasks, k, temperature, seed, max_new_tokens,
@@ -183,10 +183,10 @@ def oracle_scores(oracle: Oracle, tasks: Sequence[Task], samples: Sequence[Seque
     return np.array([[oracle.combined(t, s).score for s in row] for t, row in zip(tasks, samples)])
 
 
-def reward_vs_k_study(policy: Llama, tokenizer: Tokenizer, scorer: RewardScorer, oracle: Oracle,
-                      tasks: Sequence[Task], temperatures: Sequence[float] = (0.6, 0.8, 1.0, 1.2), k_max: int = 32,
-                      ks: Sequence[int] = KS, seed: int = 0, max_new_tokens: int = 64, batch_size: int = 64,
-                      progress: bool = False) -> dict[str, Any]:
+def reward_vs_k_study(policy: Llama, tokenizer: Tokenizer, scorer: RewardScorer | OracleJudge,
+                      oracle: Oracle, tasks: Sequence[Task], temperatures: Sequence[float] = (0.6, 0.8, 1.0, 1.2),
+                      k_max: int = 32, ks: Sequence[int] = KS, seed: int = 0, max_new_tokens: int = 64,
+                      batch_size: int = 64, progress: bool = False) -> dict[str, Any]:
     """:func:`reward_vs_k` and :func:`pick_quality` of ``k_max`` samples per task at each temperature."""
     ks = _check_ks(k_max, ks)
     curves = {}
