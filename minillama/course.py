@@ -11,7 +11,7 @@ checkpoint):
 3. ``tokens``     the text encoded into ``train.bin`` / ``val.bin`` (one document = BOS ... EOS);
 4. ``pretrain``   the model trained on the tokens (the shared training loop);
 5. ``eval``       validation loss against a unigram baseline, factual cloze accuracy on
-                  held-out phrasings, greedy and sampled continuations;
+                  held-out phrasings, the copying probe, greedy and sampled continuations;
 6. ``sft``        supervised fine-tuning on chat and safety tasks (loss on answer tokens only);
 7. ``rm_helpfulness``, ``rm_safety``  reward models from the SFT model (ranking loss with margin),
                   and the same without the margin, for comparison;
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import shutil
 import sys
 import time
@@ -40,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import PRESETS
+from .data.lexicon import ANIMALS, COLOURS, PEOPLE, SPOTS, STORY_THINGS
 from .data.preferences import RATING_LEVELS
 from .fileio import atomic_write, save_json
 from .generate import generate
@@ -203,6 +205,40 @@ def cloze_accuracy(model: Llama, tok: Tokenizer, rows: list[dict[str, Any]]) -> 
             "chance": float(chance.mean()), "by_relation": by_relation}
 
 
+# What the copying probe's lists are made of: TinyWorld's nouns and small numbers, so that the
+# lists read like the training text. (Some animals and colours of the lexicon never occur in a
+# given world's text; a model that copies repeats those as cheaply as the rest.)
+COPY_WORDS: tuple[str, ...] = ANIMALS + COLOURS + STORY_THINGS + SPOTS + tuple(str(i) for i in range(31))
+
+
+@torch.no_grad()
+def copying_probe(model: Llama, tok: Tokenizer, n: int = 64, length: int = 6, seed: int = 0,
+                  words: tuple[str, ...] = COPY_WORDS) -> dict[str, Any]:
+    """Can the model copy from its context? ``n`` lists of ``length`` distinct random ``words``,
+    each said and then repeated word for word (``"Mia wrote down: frog, 17, cup. Leo repeated:
+    frog, 17, cup."``). Returns the nats per token the model pays for the first list and for the
+    repeat. A model that copies (an induction head: find the earlier occurrence, predict what came
+    after it) pays almost nothing for the repeat; one that cannot pays what it paid the first time,
+    and then cannot repeat, list or sort what a prompt says either."""
+    if length > len(words):
+        raise ValueError(f"length must be <= len(words) = {len(words)}, got {length}")
+    model.eval()
+    rng = random.Random(f"copying:{seed}")
+    names = [name for name, _ in PEOPLE]
+    prefixes, continuations = [], []
+    for _ in range(n):
+        said, heard = rng.sample(names, 2)
+        items = tok.encode(" " + ", ".join(rng.sample(words, length)) + ".")
+        first = [tok.bos_id] + tok.encode(f"{said} wrote down:")
+        prefixes += [first, first + items + tok.encode(f" {heard} repeated:")]
+        continuations += [items, items]
+    nats = -continuation_logprobs(model, prefixes, continuations, tok.pad_id).view(n, 2)
+    per_token = nats.sum(0) / sum(len(c) for c in continuations[::2])
+    first_list, repeat = float(per_token[0]), float(per_token[1])
+    return {"n": n, "length": length, "first_list_nats": first_list, "repeat_nats": repeat,
+            "repeat_over_first": repeat / first_list}
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
@@ -241,6 +277,7 @@ def stage_eval(out: Path, data_dir: Path, tokens_dir: Path, run: Path, tok: Toke
         "parameters": model.config.num_parameters(),
         "cloze": {split: cloze_accuracy(model, tok, read_jsonl(data_dir / f"cloze_{split}.jsonl"))
                   for split in ("val", "test")},
+        "copying": copying_probe(model, tok, seed=seed),
         "samples": samples(model, tok, SAMPLE_PROMPTS, seed),
     }
     save_json(path, metrics)
@@ -411,6 +448,15 @@ def write_report(out: Path, preset: str, results: dict[str, Any], timings: dict[
               "|---|---|---|---|---|"]
     for rel, c in metrics["cloze"]["test"]["by_relation"].items():
         lines.append(f"| {rel} | {c['n']} | {_pct(c['ranked'])} | {_pct(c['greedy'])} | {_pct(c['chance'])} |")
+    if "copying" in metrics:  # eval metrics written before the probe existed lack it
+        c = metrics["copying"]
+        lines += ["", "## Can the model copy from its context?", "",
+                  f"{c['n']} lists of {c['length']} random words and numbers, each said and then repeated word "
+                  "for word (\"Mia wrote down: frog, 17, cup. Leo repeated: frog, 17, cup.\"). A model that copies "
+                  "pays almost nothing for the repeat; this one pays "
+                  f"{c['repeat_nats']:.2f} nats per token for it against {c['first_list_nats']:.2f} for the first "
+                  f"list ({c['repeat_over_first']:.0%}). Tasks that ask to repeat, list or sort what the prompt "
+                  "says rest on that skill (see the helpfulness table by task below)."]
     lines += ["", "## Samples", ""]
     for s in metrics["samples"]:
         lines.append(f"**{s['prompt']}**")

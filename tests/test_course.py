@@ -52,6 +52,10 @@ def test_course_runs_end_to_end_and_resumes(tmp_path) -> None:
     assert metrics["uniform_loss"] == pytest.approx(math.log(metrics_vocab(out)))
     assert 0.0 <= metrics["cloze"]["test"]["ranked"] <= 1.0 and metrics["cloze"]["test"]["n"] > 0
     assert "| validation loss" in report and "loss.png" in report and (out / "loss.png").is_file()
+    copying = metrics["copying"]
+    assert copying["n"] == 64 and copying["repeat_over_first"] == pytest.approx(
+        copying["repeat_nats"] / copying["first_list_nats"])
+    assert f"{copying['repeat_nats']:.2f} nats per token" in report
     # A second run finds every stage's output and redoes nothing.
     stamp = (out / "pretrain" / "model" / "model.safetensors").stat().st_mtime_ns
     assert course.main(argv) == 0
@@ -61,3 +65,49 @@ def test_course_runs_end_to_end_and_resumes(tmp_path) -> None:
 
 def metrics_vocab(out) -> int:
     return json.loads((out / "tokens" / "meta.json").read_text())["vocab_size"]
+
+
+class InductionCopier(torch.nn.Module):
+    """A hand-written induction head: at every position, predict the token that followed the last
+    earlier occurrence of the current three tokens (nothing where there is none)."""
+
+    def __init__(self, vocab_size: int) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+
+    def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        logits = torch.zeros(*ids.shape, self.vocab_size)
+        for b, row in enumerate(ids.tolist()):
+            for j in range(2, len(row)):
+                match = next((k for k in range(j - 1, 1, -1) if row[k - 2:k + 1] == row[j - 2:j + 1]), None)
+                if match is not None:
+                    logits[b, j, row[match + 1]] = 10.0
+        return logits
+
+
+@pytest.fixture(scope="module")
+def probe_tokenizer(tmp_path_factory):
+    from minillama.tokenizer import Tokenizer
+
+    rng = np.random.default_rng(0)
+    names = [name for name, _ in course.PEOPLE]
+    lines = [f"{rng.choice(names)} wrote down: {', '.join(rng.choice(course.COPY_WORDS, 6))}. "
+             f"{rng.choice(names)} repeated: it." for _ in range(400)]
+    path = tmp_path_factory.mktemp("probe") / "text.txt"
+    path.write_text("\n".join(lines))
+    return Tokenizer.train(path, vocab_size=400)
+
+
+def test_copying_probe_tells_a_copier_from_a_model_that_cannot_copy(probe_tokenizer) -> None:
+    copier = course.copying_probe(InductionCopier(probe_tokenizer.vocab_size), probe_tokenizer, n=8)
+    # Nothing to copy in the first list (ln V per token, or worse where three tokens recur);
+    # the repeat costs little more than its first token.
+    assert copier["first_list_nats"] >= math.log(probe_tokenizer.vocab_size) - 1e-4
+    assert copier["repeat_over_first"] < 0.25
+    untrained = Llama(LlamaConfig(dim=32, n_layers=1, n_heads=4, vocab_size=probe_tokenizer.vocab_size,
+                                  multiple_of=16, max_seq_len=128), seed=0)
+    blind = course.copying_probe(untrained, probe_tokenizer, n=8)
+    assert blind["repeat_over_first"] == pytest.approx(1.0, abs=0.05)
+    assert course.copying_probe(untrained, probe_tokenizer, n=8) == blind  # seeded lists
+    with pytest.raises(ValueError, match="length"):
+        course.copying_probe(untrained, probe_tokenizer, length=len(course.COPY_WORDS) + 1)
