@@ -27,9 +27,13 @@ def save_pretrained(model: Llama, directory: str | Path) -> None:
     save_json(directory / "config.json", config)
 
 
-def load_pretrained(directory: str | Path, **config_overrides: Any) -> Llama:
+def load_pretrained(directory: str | Path, dtype: torch.dtype | None = None, **config_overrides: Any) -> Llama:
     """Load a directory with ``config.json`` and ``model.safetensors`` (one file or shards listed in
-    ``model.safetensors.index.json``). Raises ``ValueError`` naming a missing or mis-shaped tensor."""
+    ``model.safetensors.index.json``). Raises ``ValueError`` naming a missing or mis-shaped tensor.
+
+    ``dtype=None`` keeps the stored dtype. Pass ``torch.float32`` to compute in full precision
+    whatever the file holds: weights stored in bfloat16 to save space would otherwise make every
+    forward pass bfloat16, several times slower on a CPU and with different numbers."""
     directory = Path(directory)
     config_path = directory / "config.json"
     if not config_path.is_file():
@@ -45,5 +49,5 @@ def load_pretrained(directory: str | Path, **config_overrides: Any) -> Llama:
     state: dict[str, torch.Tensor] = {}
     for name in files:
         state.update(load_file(str(directory / name)))
-    dtype = next(iter(state.values())).dtype
+    dtype = dtype or next(iter(state.values())).dtype
     return from_hf_state_dict(state, config, source=str(directory)).to(dtype)

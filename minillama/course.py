@@ -261,7 +261,7 @@ def stage_eval(out: Path, data_dir: Path, tokens_dir: Path, run: Path, tok: Toke
     path = out / "eval" / "metrics.json"
     if _done(path):
         return json.loads(path.read_text())
-    model = Llama.from_pretrained(run / "model").eval()
+    model = Llama.from_pretrained(run / "model", dtype=torch.float32).eval()
     records = read_jsonl(run / "metrics.jsonl")
     val_records = [r for r in records if r["kind"] == "val"]
     train_records = [r for r in records if r["kind"] == "train"]
@@ -317,7 +317,7 @@ def stage_reward(out: Path, data_dir: Path, tok: Tokenizer, kind: str, budget: d
     sft_dir = out / "sft" / "model"
     paths = {split: run / f"pairs_{split}.jsonl" for split in ("train", "val")}
     if not all(_done(p) for p in paths.values()):
-        sft = Llama.from_pretrained(sft_dir).eval()
+        sft = Llama.from_pretrained(sft_dir, dtype=torch.float32).eval()
         for split, n in (("train", budget["rm_prompts"]), ("val", budget["rm_prompts"] // 3)):
             tasks = reward_tasks(_tasks(data_dir, f"chat_{split}"), _tasks(data_dir, f"safety_{split}"), kind, n)
             pairs = build_preference_pairs(sft, tok, Oracle(tasks), tasks, kind, n_samples=budget["rm_samples"],
@@ -354,8 +354,9 @@ def stage_rejection(out: Path, data_dir: Path, tok: Tokenizer, budget: dict[str,
         n = budget["study_prompts"]
         tasks = val_tasks(data_dir, n, n // 2)
         scorer = RewardScorer.load(rm_dirs[0] / "model", rm_dirs[1] / "model", tok, "cpu")
-        study = reward_vs_k_study(Llama.from_pretrained(out / "sft" / "model").eval(), tok, scorer, Oracle(tasks),
-                                  tasks, temperatures=(0.6, 1.0, 1.4), k_max=32, seed=seed, progress=progress)
+        sft = Llama.from_pretrained(out / "sft" / "model", dtype=torch.float32).eval()
+        study = reward_vs_k_study(sft, tok, scorer, Oracle(tasks), tasks, temperatures=(0.6, 1.0, 1.4), k_max=32,
+                                  seed=seed, progress=progress)
         save_json(run / "reward_vs_k.json", study)
         plot_reward_vs_k(study, run / "reward_vs_k.png")
     return {"rounds": json.loads((run / "metrics.json").read_text()),
@@ -404,7 +405,7 @@ def stage_compare(out: Path, data_dir: Path, tok: Tokenizer, seed: int, progress
     for name, rel in STAGE_MODELS.items():
         path = run / f"{name}.json"
         if not _done(path):
-            model = Llama.from_pretrained(out / rel).eval()
+            model = Llama.from_pretrained(out / rel, dtype=torch.float32).eval()
             save_json(path, summary(evaluate_model(model, tok, oracle, tasks, seed=seed, progress=progress)))
         results[name] = json.loads(path.read_text())
     changes = {}

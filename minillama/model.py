@@ -194,12 +194,13 @@ class Llama(LlamaBackbone):
         return self.output(self.hidden_states(input_ids, attention_mask, position_ids, cache, check_ids))
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, **config_overrides) -> "Llama":
+    def from_pretrained(cls, directory: str | Path, dtype: torch.dtype | None = None,
+                        **config_overrides) -> "Llama":
         """Load a directory written by :meth:`save_pretrained` or by transformers'
-        ``LlamaForCausalLM.save_pretrained`` (safetensors only)."""
+        ``LlamaForCausalLM.save_pretrained`` (safetensors only), in its stored dtype or in ``dtype``."""
         from .checkpoint import load_pretrained
 
-        return load_pretrained(directory, **config_overrides)
+        return load_pretrained(directory, dtype, **config_overrides)
 
 
 class LlamaRewardModel(LlamaBackbone):

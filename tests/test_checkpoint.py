@@ -61,6 +61,19 @@ def test_bf16_round_trip_keeps_dtype_and_bits(random_llama, tmp_path) -> None:
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), back.state_dict().values()))
 
 
+def test_bf16_directory_loads_in_float32_when_asked(random_llama, tmp_path) -> None:
+    # The committed course checkpoints are bfloat16; the course stages load them with
+    # dtype=float32 so that sampling and evaluation do not silently run in bfloat16.
+    model = random_llama(seed=3).to(torch.bfloat16)
+    model.save_pretrained(tmp_path)
+    back = Llama.from_pretrained(tmp_path, dtype=torch.float32)
+    assert back.dtype == torch.float32 and all(p.dtype == torch.float32 for p in back.parameters())
+    for (name, a), b in zip(model.state_dict().items(), back.state_dict().values()):
+        assert torch.equal(a.float(), b), name  # exact: every bfloat16 value is a float32 value
+    with torch.no_grad():
+        assert back(IDS).dtype == torch.float32
+
+
 def damage(directory, name: str, replacement: torch.Tensor | None) -> None:
     tensors = load_file(str(directory / "model.safetensors"))
     if replacement is None:

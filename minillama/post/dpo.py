@@ -155,7 +155,7 @@ def run_dpo(sft_dir: str | Path, tokenizer: Tokenizer, pairs: Sequence[Pair], ou
         raise ValueError("pairs must not be empty")
     if epochs <= 0:
         raise ValueError(f"epochs must be > 0, got {epochs}")
-    policy, reference = Llama.from_pretrained(sft_dir).float(), Llama.from_pretrained(sft_dir).float()
+    policy, reference = (Llama.from_pretrained(sft_dir, dtype=torch.float32) for _ in range(2))
     loss_fn = DPOLoss(reference, beta, nll_alpha)
     max_len = policy.config.max_seq_len
     train = encode_pairs(tokenizer, pairs, max_len, margins=None)

@@ -304,7 +304,7 @@ def run_rejection_sampling(sft_dir: str | Path, rm_dirs: tuple[str | Path, str |
 
     sft_eval_path = out_dir / "sft_eval.json"
     if not sft_eval_path.is_file():
-        save_json(sft_eval_path, evaluate(Llama.from_pretrained(policy_dir).float().to(device_)))
+        save_json(sft_eval_path, evaluate(Llama.from_pretrained(policy_dir, dtype=torch.float32).to(device_)))
     report: dict[str, Any] = {"sft": json.loads(sft_eval_path.read_text()), "rounds": []}
     best: dict[str, Kept] = {}
     for r in range(1, rounds + 1):
@@ -314,7 +314,7 @@ def run_rejection_sampling(sft_dir: str | Path, rm_dirs: tuple[str | Path, str |
             report["rounds"].append(json.loads((round_dir / "metrics.json").read_text()))
             policy_dir = round_dir / "model"
             continue
-        policy = Llama.from_pretrained(policy_dir).float().to(device_)
+        policy = Llama.from_pretrained(policy_dir, dtype=torch.float32).to(device_)
         if (round_dir / "samples.jsonl").is_file():
             samples, rm, truth = _load_samples(round_dir / "samples.jsonl")
         else:
@@ -422,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         tasks = val_tasks(args.data, args.analysis_prompts - half, half)
         scorer = RewardScorer.load(_resolve_rm_dir(args.rm_helpfulness), _resolve_rm_dir(args.rm_safety), tokenizer,
                                    device)
-        policy = Llama.from_pretrained(args.sft).float().to(device)
+        policy = Llama.from_pretrained(args.sft, dtype=torch.float32).to(device)
         study = reward_vs_k_study(policy, tokenizer, scorer, Oracle(tasks), tasks, args.temperatures, args.analysis_k,
                                   seed=args.seed, max_new_tokens=args.max_new_tokens, progress=progress)
         save_json(args.out / "reward_vs_k.json", study)

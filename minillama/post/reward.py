@@ -360,7 +360,7 @@ def train_reward_model(init_lm_dir: str | Path, tokenizer: Tokenizer, pairs: Seq
         raise ValueError("pairs must not be empty")
     if epochs <= 0:
         raise ValueError(f"epochs must be > 0, got {epochs}")
-    rm = LlamaRewardModel.from_lm(Llama.from_pretrained(init_lm_dir).float())
+    rm = LlamaRewardModel.from_lm(Llama.from_pretrained(init_lm_dir, dtype=torch.float32))
     max_len = rm.config.max_seq_len
     train = encode_pairs(tokenizer, pairs, max_len, margins if use_margin else None)
     steps = max(1, math.ceil(epochs * len(train) / batch_size))
@@ -546,7 +546,9 @@ def _write_pairs(args: argparse.Namespace, tokenizer: Tokenizer, splits: Sequenc
     chat = {split: read_tasks(args.data / f"chat_{split}.jsonl") for split in splits}
     safety = {split: read_tasks(args.data / f"safety_{split}.jsonl") for split in splits}
     oracle = Oracle([task for split in splits for task in (*chat[split], *safety[split])])
-    sft = Llama.from_pretrained(args.sft).to(DistEnv().device(args.device)) if args.samples > 0 else None
+    sft = None
+    if args.samples > 0:
+        sft = Llama.from_pretrained(args.sft, dtype=torch.float32).to(DistEnv().device(args.device))
     for split in splits:
         n = args.prompts if split == "train" else args.val_prompts
         tasks = reward_tasks(chat[split], safety[split], args.kind, n)

@@ -312,7 +312,7 @@ def run_sft(init_dir: str | Path, tokenizer_path: str | Path, data_dir: str | Pa
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     model_dir = resolve_model_dir(init_dir)
     tokenizer = Tokenizer.load(tokenizer_path)
-    model = Llama.from_pretrained(model_dir).float()
+    model = Llama.from_pretrained(model_dir, dtype=torch.float32)
     if model.config.vocab_size < tokenizer.vocab_size:
         raise ValueError(f"the model's vocab_size {model.config.vocab_size} is smaller than the tokenizer's "
                          f"{tokenizer.vocab_size}: --init and --tokenizer do not belong together")
