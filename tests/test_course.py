@@ -111,3 +111,33 @@ def test_copying_probe_tells_a_copier_from_a_model_that_cannot_copy(probe_tokeni
     assert course.copying_probe(untrained, probe_tokenizer, n=8) == blind  # seeded lists
     with pytest.raises(ValueError, match="length"):
         course.copying_probe(untrained, probe_tokenizer, length=len(course.COPY_WORDS) + 1)
+
+
+def test_reward_model_table_shows_a_perfect_judges_ceiling_where_the_pairs_record_it() -> None:
+    levels = {lvl: {"accuracy": 0.6, "n": 10, "ceiling": 1.0 if i < 3 else 0.5}
+              for i, lvl in enumerate(course.RATING_LEVELS)}
+    acc = {"accuracy": 0.6, "n": 40, "by_level": levels, "ceiling": 0.875}
+    rows = course._accuracy_rows({"kind": "helpfulness", "margin": acc, "no_margin": acc})
+    assert rows[-1] == "| helpfulness | a perfect judge | 87.5% | 100.0% | 100.0% | 100.0% | 50.0% |"
+    old = {k: v for k, v in acc.items() if k != "ceiling"}  # metrics from before the flag
+    assert len(course._accuracy_rows({"kind": "safety", "margin": old, "no_margin": old})) == 4
+
+
+@pytest.mark.slow
+def test_reward_stages_run_side_by_side_and_report_a_perfect_judge(tmp_path) -> None:
+    out = tmp_path / "course"
+    small = ["--set", "sft_examples=100", "--set", "rm_prompts=24", "--set", "rm_samples=2", "--set", "eval_chat=40",
+             "--set", "eval_safety=20"]
+    argv = ["--out", str(out), "--steps", "4", "--chars", "200000", "--no-progress", *small]
+    assert course.main([*argv, "--until", "sft"]) == 0
+    budget = {**course.BUDGETS["tiny"], "sft_examples": 100, "rm_prompts": 24, "rm_samples": 2}
+    seconds = course.reward_stages_side_by_side(out, out / "data", budget, seed=0)
+    assert set(seconds) == {"rm_helpfulness", "rm_safety"} and all(s > 0 for s in seconds.values())
+    for kind in ("helpfulness", "safety"):
+        metrics = json.loads((out / f"rm_{kind}" / "metrics.json").read_text())
+        assert metrics["kind"] == kind and 0.5 < metrics["margin"]["ceiling"] <= 1.0
+        assert metrics["margin"]["ceiling"] == metrics["no_margin"]["ceiling"]  # the same held-out pairs
+    # The course finds both stages done and writes their rows, a perfect judge's included.
+    assert course.main([*argv, "--until", "rm_safety"]) == 0
+    report = (out / "report.md").read_text()
+    assert "| helpfulness | a perfect judge |" in report and "| safety | a perfect judge |" in report

@@ -129,9 +129,8 @@ def finetune_on_samples(policy: Llama, tokenizer: Tokenizer, kept: Sequence[Kept
     if not kept:
         raise ValueError("kept must not be empty")
     examples = [chat_example(tokenizer, k.prompt, k.response) for k in kept]
-    tokens = sum(len(ids) for ids, _ in examples)
-    seq_len = min(seq_len or policy.config.max_seq_len, tokens - 1)
-    batches = PackedSFTBatches(examples, batch_size, seq_len, seed)
+    batches = PackedSFTBatches(examples, batch_size, seq_len or policy.config.max_seq_len, seed,
+                               pad_id=tokenizer.pad_id)
     steps = epochs * batches.steps_per_epoch
     config = TrainConfig(steps=steps, lr=lr, warmup_steps=min(steps, max(1, steps // 30)), eval_interval=0,
                          checkpoint_interval=max(1, steps // 4), seed=seed, device=device, progress=progress)

@@ -69,13 +69,17 @@ MODEL_DIR, CONFIG_FILE, WEIGHTS_FILE = "model", "config.json", "model.safetensor
 @dataclass(frozen=True)
 class Pair:
     """One preference: ``chosen`` is the better response to ``prompt``. ``gap`` is the oracle's
-    score of chosen minus rejected on the reward model's axis (0 for a close call: a tie on it)."""
+    score of chosen minus rejected on the reward model's axis (0 for a close call: a tie on it).
+    ``unsure`` marks a pair the oracle cannot order at all (equal score and no finer signal): a
+    coin flip chose ``chosen``, so no judge, the oracle included, expects more than half of such
+    pairs right."""
 
     prompt: str
     chosen: str
     rejected: str
     rating: str  # one of RATING_LEVELS
     gap: float
+    unsure: bool = False
 
     def __post_init__(self) -> None:
         if self.rating not in RATING_LEVELS:
@@ -136,7 +140,7 @@ def _task_pairs(oracle: Oracle, task: Task, candidates: list[tuple[str, bool]], 
         hi, lo = (i, j) if keys[i] > keys[j] or (keys[i] == keys[j] and coin) else (j, i)
         (s_hi, _), (s_lo, _) = keys[hi], keys[lo]
         level = rating_level(s_hi, s_lo) if s_hi != s_lo else RATING_LEVELS[-1]
-        pair = Pair(task.prompt, candidates[hi][0], candidates[lo][0], level, s_hi - s_lo)
+        pair = Pair(task.prompt, candidates[hi][0], candidates[lo][0], level, s_hi - s_lo, keys[i] == keys[j])
         # Pairs of two model samples first, then a sample against a written response: the reward
         # model must judge the policy's own outputs, whose mistakes (an answer to another question,
         # a garbled name) are not the ones the distractors make.
@@ -421,19 +425,24 @@ def raw_rewards(rm: LlamaRewardModel, tokenizer: Tokenizer, prompts: Sequence[st
 def pair_accuracy(rm: LlamaRewardModel, tokenizer: Tokenizer, pairs: Sequence[Pair],
                   batch_size: int = 32) -> dict[str, Any]:
     """How often the reward model ranks the chosen response above the rejected one: overall and per
-    rating level (a tie counts as half right, so an untrained model with a zero head scores 0.5)."""
+    rating level (a tie counts as half right, so an untrained model with a zero head scores 0.5).
+    ``ceiling`` is what a perfect judge expects on the same pairs: every pair right but the
+    coin-flip ones (``Pair.unsure``), of which it gets half; the reward model's accuracy is bounded
+    by it, not by 100%."""
     if not pairs:
         raise ValueError("pairs must not be empty")
     prompts = [p.prompt for p in pairs]
     chosen = raw_rewards(rm, tokenizer, prompts, [p.chosen for p in pairs], batch_size)
     rejected = raw_rewards(rm, tokenizer, prompts, [p.rejected for p in pairs], batch_size)
     right = (chosen > rejected).float() + 0.5 * (chosen == rejected).float()
+    best = 1.0 - 0.5 * torch.tensor([float(p.unsure) for p in pairs])
     by_level = {}
     for level in RATING_LEVELS:
         rows = torch.tensor([p.rating == level for p in pairs])
         if rows.any():
-            by_level[level] = {"accuracy": float(right[rows].mean()), "n": int(rows.sum())}
-    return {"accuracy": float(right.mean()), "n": len(pairs), "by_level": by_level,
+            by_level[level] = {"accuracy": float(right[rows].mean()), "n": int(rows.sum()),
+                               "ceiling": float(best[rows].mean())}
+    return {"accuracy": float(right.mean()), "n": len(pairs), "by_level": by_level, "ceiling": float(best.mean()),
             "mean_reward_gap": float((chosen - rejected).mean())}
 
 

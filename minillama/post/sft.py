@@ -5,20 +5,22 @@ Each example is one chat, ``<s><|user|>{prompt}<|end|><|assistant|>{answer}<|end
 learns to stop) and ``-100`` everywhere else. The loss is the next-token cross-entropy on the
 labelled tokens only: the model reads the prompt but is never trained to write it.
 
-Packing, as Llama 2 did it: the examples of an epoch, in a seeded random order, are concatenated
-into one token stream (each begins with its own ``<s>``), and the stream is cut into rows of
-``seq_len + 1`` tokens with no padding. Row ``j`` holds stream tokens ``[j L, j L + L]``
-(``L = seq_len``): rows overlap by one token, so inputs ``row[:-1]`` and targets ``row[1:]``
-(the pretraining convention) predict every token of the stream exactly once.
+Packing, as Llama 2 did it, with one change: Llama 2 concatenated its chats into full rows of
+4,096 tokens. Here the chats (a few dozen tokens each), in a seeded random order, fill rows of
+``seq_len + 1`` tokens whole: a chat that would not fit starts the next row, and the rest of a row
+is padding with label ``-100`` (12% of the row tokens in the course run). Cutting the
+stream at fixed row boundaries instead would leave one chat in five split across two rows,
+its answer trained without its question in view: with 256-token rows that taught the tiny model
+to answer with a name from nowhere ("What does Fay do for work?" -> "Adam is a baker."): helpful
+accuracy 0.09 against 0.15 for whole chats, on 1,500 validation prompts, from the same pretrained
+model with two seeds each. Inputs are ``row[:-1]``, targets ``row[1:]``.
 
-What packing allows: the model's ``attention_mask`` only marks padding, so an answer attends to
-the examples packed before it in the row, and an example cut by a row boundary continues in the
-next row without its prompt in view. Llama 2 accepted both; the labels still count assistant
-tokens only, and the ``<s>`` at each start tells the model a new chat begins. Keeping examples
-apart would need a block-diagonal mask (or one example per padded row, which wastes most of a
-row on chats of ~60 tokens). ``run_sft`` measures the price: the answer loss of the same
-validation chats packed behind others and alone (``val_loss_whole_packed`` / ``val_loss_whole_alone``,
-see :func:`packing_probe`).
+What packing allows: the padding sits at the end of a row, so the causal mask already keeps every
+real token from attending to it, but an answer does attend to the chats packed before it in the
+row. Llama 2 accepted that; the ``<s>`` at each start tells the model a new chat begins. Keeping
+chats apart would need a block-diagonal mask. ``run_sft`` measures the price: the answer loss of
+the same validation chats packed and alone (``val_loss`` / ``val_loss_alone``, see
+:func:`packing_probe`).
 
 ``minillama sft --init RUN/model --tokenizer TOK --data DATA --out OUT`` runs it; rerunning the
 same command resumes from the last checkpoint.
@@ -53,6 +55,7 @@ from .evaluate import evaluate_model, summary
 from .sampling import chat_messages
 
 IGNORE_INDEX = -100
+PACKING_STREAM = 2**32 - 1  # the random stream of the packing order, apart from the epochs' [seed, e]
 Example = tuple[list[int], list[int]]  # (token ids, labels with IGNORE_INDEX outside the answer)
 
 
@@ -83,21 +86,39 @@ def _flatten(examples: Sequence[Example]) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 # ---------------------------------------------------------------------------------- packed batches
-class PackedSFTBatches:
-    """Batches ``{"tokens", "labels"}`` of shape ``(b, seq_len + 1)`` packed from chat examples.
+def pack_whole(lengths: Sequence[int], width: int) -> list[list[int]]:
+    """Greedy packing: examples (by index, in the given order) fill a row of ``width`` tokens until
+    the next one would not fit, which then starts the next row. No example is ever cut."""
+    rows: list[list[int]] = []
+    used = width
+    for index, n in enumerate(lengths):
+        if n > width:
+            raise ValueError(f"example {index} has {n} tokens, more than a row of {width}; "
+                             f"allowed: seq_len >= {n - 1}")
+        if used + n > width:
+            rows.append([])
+            used = 0
+        rows[-1].append(index)
+        used += n
+    return rows
 
-    Epoch ``e`` concatenates the examples in the order ``default_rng([seed, e]).permutation`` and
-    cuts ``rows_per_epoch`` full rows from it (the last ``< seq_len`` tokens of the stream are
-    left out; the order changes every epoch, so not always the same ones). The rows of all epochs
-    form one sequence; draw ``p`` takes rows ``[p B, (p + 1) B)`` (``B = batch_size``, the global
-    batch) and this rank keeps its ``batch_size / world_size`` of them, as
+
+class PackedSFTBatches:
+    """Batches ``{"tokens", "labels"}`` of shape ``(b, seq_len + 1)`` packed from whole chat examples.
+
+    The examples, in the seeded order :meth:`packing_order`, fill rows of ``seq_len + 1`` tokens
+    (:func:`pack_whole`); the rest of a row is ``pad_id`` with label ``-100``. Padding sits at the
+    end of a row, so under the causal mask no real token ever attends to it. Epoch ``e`` visits
+    the rows in the order ``default_rng([seed, e]).permutation``. The rows of all epochs form one
+    sequence; draw ``p`` takes rows ``[p B, (p + 1) B)`` (``B = batch_size``, the global batch) and
+    this rank keeps its ``batch_size / world_size`` of them, as
     :class:`~minillama.train.WindowBatches` does. ``steps_per_epoch = ceil(rows_per_epoch / B)``;
     with ``epochs`` set, the source stops after ``epochs * steps_per_epoch`` draws (None: endless).
     Resumable: ``state_dict()`` is the draw position plus what must match on resume.
     """
 
     def __init__(self, examples: Sequence[Example], batch_size: int, seq_len: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, epochs: int | None = None, position: int = 0) -> None:
+                 world_size: int = 1, epochs: int | None = None, position: int = 0, pad_id: int = 0) -> None:
         for name, value in (("batch_size", batch_size), ("seq_len", seq_len), ("world_size", world_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
@@ -109,16 +130,14 @@ class PackedSFTBatches:
         if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
             raise ValueError(f"epochs must be None (endless) or an int >= 1, got {epochs!r}")
         self.ids, self.labels, self.lengths = _flatten(examples)
-        if len(self.ids) < seq_len + 1:
-            raise ValueError(f"one row needs seq_len + 1 = {seq_len + 1} tokens, the examples have {len(self.ids)}; "
-                             f"allowed: seq_len <= {len(self.ids) - 1}")
         self.starts = np.concatenate(([0], np.cumsum(self.lengths)[:-1]))
-        self.batch_size, self.seq_len, self.seed = batch_size, seq_len, seed
+        self.batch_size, self.seq_len, self.seed, self.pad_id = batch_size, seq_len, seed, pad_id
         self.rank, self.world_size, self.epochs, self.position = rank, world_size, epochs, position
-        self.rows_per_epoch = (len(self.ids) - 1) // seq_len
+        order = self.packing_order()
+        self.rows = [order[r].tolist() for r in pack_whole(self.lengths[order].tolist(), seq_len + 1)]
+        self.rows_per_epoch = len(self.rows)
         self.steps_per_epoch = math.ceil(self.rows_per_epoch / batch_size)
         self.fingerprint = zlib.crc32(self.labels.tobytes(), zlib.crc32(self.ids.tobytes()))
-        self._stream: tuple[int, np.ndarray, np.ndarray] | None = None
 
     @property
     def n_examples(self) -> int:
@@ -132,27 +151,32 @@ class PackedSFTBatches:
     def total_steps(self) -> int | None:
         return None if self.epochs is None else self.epochs * self.steps_per_epoch
 
-    def order(self, epoch: int) -> np.ndarray:
-        """The example order of ``epoch``: a permutation of ``range(n_examples)``."""
-        return np.random.default_rng([self.seed, epoch]).permutation(self.n_examples)
+    @property
+    def padding_share(self) -> float:
+        """The share of row tokens that are padding."""
+        return 1.0 - len(self.ids) / (self.rows_per_epoch * (self.seq_len + 1))
 
-    def stream(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """Token ids and labels of ``epoch``'s examples, concatenated in :meth:`order`."""
-        if self._stream is None or self._stream[0] != epoch:
-            order = self.order(epoch)
-            lengths = self.lengths[order]
-            # Index of every token: its example's start, plus its offset within the example.
-            offsets = np.arange(len(self.ids)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-            index = np.repeat(self.starts[order], lengths) + offsets
-            self._stream = (epoch, self.ids[index], self.labels[index])
-        return self._stream[1], self._stream[2]
+    def packing_order(self) -> np.ndarray:
+        """The order in which the examples fill the rows: a seeded permutation of ``range(n_examples)``."""
+        return np.random.default_rng([self.seed, PACKING_STREAM]).permutation(self.n_examples)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The row order of ``epoch``: a permutation of ``range(rows_per_epoch)``."""
+        return np.random.default_rng([self.seed, epoch]).permutation(self.rows_per_epoch)
+
+    def packed_row(self, r: int) -> tuple[np.ndarray, np.ndarray]:
+        """Packed row ``r`` (in packing order): ``(ids, labels)``, each ``(seq_len + 1,)``."""
+        spans = [slice(self.starts[e], self.starts[e] + self.lengths[e]) for e in self.rows[r]]
+        ids = np.concatenate([self.ids[s] for s in spans])
+        labels = np.concatenate([self.labels[s] for s in spans])
+        pad = self.seq_len + 1 - len(ids)
+        return (np.concatenate([ids, np.full(pad, self.pad_id, dtype=np.int64)]),
+                np.concatenate([labels, np.full(pad, IGNORE_INDEX, dtype=np.int64)]))
 
     def row(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Global row ``k``: ``(ids, labels)``, each ``(seq_len + 1,)``."""
+        """Global row ``k``: row ``k mod rows_per_epoch`` of its epoch's order."""
         epoch, j = divmod(k, self.rows_per_epoch)
-        ids, labels = self.stream(epoch)
-        span = slice(j * self.seq_len, j * self.seq_len + self.seq_len + 1)
-        return ids[span], labels[span]
+        return self.packed_row(int(self.order(epoch)[j]))
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         return self
@@ -223,34 +247,21 @@ def padded_batches(examples: Sequence[Example], batch_size: int, pad_id: int = 0
 
 
 def packing_probe(source: PackedSFTBatches, n_rows: int, batch_size: int, pad_id: int = 0,
-                  env: DistEnv = DistEnv()) -> tuple[list[dict[str, torch.Tensor]], ...]:
-    """Validation batches from the first ``n_rows`` packed rows of ``source``'s epoch 0 (this rank's
-    share): ``(packed, whole_packed, whole_alone)``.
-
-    ``packed`` are the rows as training sees them; ``whole_packed`` the same rows labelled only on
-    the examples that lie wholly inside one row; ``whole_alone`` those examples each in a row of
-    its own. The same answer tokens in the last two, so their losses differ only by what the
-    answers could attend to before their ``<s>``: the chats packed in front of them."""
-    n_rows = max(1, min(n_rows, source.rows_per_epoch))
-    length = source.seq_len
-    ids, labels = source.stream(0)
-    order = source.order(0)
-    lengths = source.lengths[order]
-    begins = np.cumsum(lengths) - lengths
-    row_of = begins // length
-    whole = (begins + lengths - 1 <= row_of * length + length) & (row_of < n_rows)
-    whole_labels = np.where(np.repeat(whole, lengths), labels, IGNORE_INDEX)
-    mine = list(range(env.rank, n_rows, env.world_size))
-    spans = [slice(k * length, k * length + length + 1) for k in mine]
-    packed, whole_packed = [], []
-    for first in range(0, len(spans), batch_size):
-        chunk = spans[first:first + batch_size]
-        tokens = torch.from_numpy(np.stack([ids[s] for s in chunk]))
-        packed.append({"tokens": tokens, "labels": torch.from_numpy(np.stack([labels[s] for s in chunk]))})
-        whole_packed.append({"tokens": tokens, "labels": torch.from_numpy(np.stack([whole_labels[s] for s in chunk]))})
-    alone = [(ids[b:b + n].tolist(), labels[b:b + n].tolist())
-             for b, n, w, r in zip(begins, lengths, whole, row_of) if w and r % env.world_size == env.rank]
-    return packed, whole_packed, padded_batches(alone, batch_size, pad_id)
+                  env: DistEnv = DistEnv()) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, torch.Tensor]]]:
+    """Validation batches from the first ``n_rows`` packed rows of ``source`` (this rank's share):
+    ``(packed, alone)``. ``packed`` are the rows as training sees them; ``alone`` the same chats,
+    each in a row of its own. The same answer tokens in both, so their losses differ only by what
+    the answers could attend to before their ``<s>``: the chats packed in front of them."""
+    mine = range(env.rank, max(1, min(n_rows, source.rows_per_epoch)), env.world_size)
+    packed = []
+    for first in range(0, len(mine), batch_size):
+        rows = [source.packed_row(r) for r in mine[first:first + batch_size]]
+        packed.append({"tokens": torch.from_numpy(np.stack([r[0] for r in rows])),
+                       "labels": torch.from_numpy(np.stack([r[1] for r in rows]))})
+    alone = [(source.ids[source.starts[e]:source.starts[e] + source.lengths[e]].tolist(),
+              source.labels[source.starts[e]:source.starts[e] + source.lengths[e]].tolist())
+             for r in mine for e in source.rows[r]]
+    return packed, padded_batches(alone, batch_size, pad_id)
 
 
 # ---------------------------------------------------------------------------------- the stage
@@ -327,7 +338,7 @@ def run_sft(init_dir: str | Path, tokenizer_path: str | Path, data_dir: str | Pa
             raise ValueError(f"{path} is missing: --data must be a folder written by `minillama data`")
     train_tasks = subset(read_tasks(*train_files), max_examples, seed)
     examples = sft_examples(tokenizer, train_tasks, system)
-    batches = PackedSFTBatches(examples, batch_size, seq_len, seed, env.rank, env.world_size)
+    batches = PackedSFTBatches(examples, batch_size, seq_len, seed, env.rank, env.world_size, pad_id=tokenizer.pad_id)
     steps = epochs * batches.steps_per_epoch
     warmup = min(steps, max(1, steps // 30)) if warmup_steps is None else warmup_steps
     config = TrainConfig(steps=steps, lr=lr, warmup_steps=warmup, min_lr_ratio=min_lr_ratio,
@@ -336,8 +347,9 @@ def run_sft(init_dir: str | Path, tokenizer_path: str | Path, data_dir: str | Pa
                          device=device, precision=precision, resume=resume, progress=progress)
 
     chat_val, safety_val = read_tasks(val_files[0]), read_tasks(*val_files[1:])
-    val_source = PackedSFTBatches(sft_examples(tokenizer, chat_val + safety_val, system), batch_size, seq_len, seed)
-    val_packed, val_whole, val_alone = packing_probe(val_source, val_rows, batch_size, tokenizer.pad_id, env)
+    val_source = PackedSFTBatches(sft_examples(tokenizer, chat_val + safety_val, system), batch_size, seq_len, seed,
+                                  pad_id=tokenizer.pad_id)
+    val_packed, val_alone = packing_probe(val_source, val_rows, batch_size, tokenizer.pad_id, env)
 
     def val_fn(m: nn.Module) -> dict[str, float]:
         return {"val_loss": sft_eval_loss(m, val_packed, env)}
@@ -356,10 +368,8 @@ def run_sft(init_dir: str | Path, tokenizer_path: str | Path, data_dir: str | Pa
     trainer = Trainer(model, sft_loss, batches, config, out_dir, val_fn, env)
     records = trainer.fit()
     model.eval()
-    losses = {"val_loss": sft_eval_loss(model, val_packed, env),
-              # the same answers, behind other chats in a packed row or alone: what cross-example attention costs
-              "val_loss_whole_packed": sft_eval_loss(model, val_whole, env),
-              "val_loss_whole_alone": sft_eval_loss(model, val_alone, env)}
+    # The same answers behind other chats in a packed row, or alone: what cross-example attention costs.
+    losses = {"val_loss": sft_eval_loss(model, val_packed, env), "val_loss_alone": sft_eval_loss(model, val_alone, env)}
     if env.is_main:
         if eval_tasks:
             results["after"] = summary(evaluate_model(model, tokenizer, oracle, eval_tasks, max_new_tokens,
@@ -370,7 +380,7 @@ def run_sft(init_dir: str | Path, tokenizer_path: str | Path, data_dir: str | Pa
         metrics = {
             "stage": "sft", "init": str(model_dir), "data": str(data_dir), "steps": trainer.step,
             "epochs": epochs, "steps_per_epoch": batches.steps_per_epoch, "examples": batches.n_examples,
-            "tokens_per_epoch": int(batches.rows_per_epoch * seq_len),
+            "tokens_per_epoch": int(batches.rows_per_epoch * seq_len), "padding_share": batches.padding_share,
             "answer_token_share": float((batches.labels != IGNORE_INDEX).mean()),
             "final_train_loss": train[-1]["loss"] if train else None, **losses, "eval": results,
             "eval_prompts": len(eval_tasks), "train_config": config.to_dict(),
@@ -471,8 +481,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def describe(metrics: dict[str, Any], out: Path) -> str:
-    line = (f"SFT: {metrics['steps']} steps, val answer loss {metrics['val_loss']:.4f} (whole chats: "
-            f"{metrics['val_loss_whole_packed']:.4f} packed, {metrics['val_loss_whole_alone']:.4f} alone)")
+    line = (f"SFT: {metrics['steps']} steps, val answer loss {metrics['val_loss']:.4f} packed, "
+            f"{metrics['val_loss_alone']:.4f} with each chat alone")
     for when in ("before", "after"):
         if when in metrics["eval"]:
             acc = metrics["eval"][when]["helpful_accuracy"]

@@ -65,6 +65,7 @@ def _check_pair(oracle, task, pair, kind):
     """chosen outranks rejected on the oracle's axis, and the rating is the score gap's."""
     (sc, tc), (sr, tr) = (preference_key(oracle, task, text, kind) for text in (pair.chosen, pair.rejected))
     assert (sc, tc) >= (sr, tr)  # equal: an unsure call, ordered by a coin flip
+    assert pair.unsure == ((sc, tc) == (sr, tr))
     assert pair.gap == pytest.approx(sc - sr)
     assert pair.rating == (rating_level(sc, sr) if sc != sr else NEGLIGIBLE)
 
@@ -273,6 +274,27 @@ def test_pair_accuracy_by_level_counts_ties_as_half(oracle, chat_tasks, tokenize
     with torch.no_grad():
         rm.score.weight.zero_()
     assert pair_accuracy(rm, tokenizer, pairs)["accuracy"] == 0.5
+
+
+def test_pair_accuracy_ceiling_is_a_perfect_judges_expected_accuracy(oracle, chat_tasks, safety_tasks, tokenizer):
+    # A perfect judge orders every pair the oracle can order and gets half of the coin flips.
+    tasks = reward_tasks(chat_tasks, safety_tasks, "safety", 24)
+    pairs = build_preference_pairs(None, tokenizer, oracle, tasks, "safety", max_pairs_per_task=6)
+    flips = [p.unsure for p in pairs]
+    assert any(flips) and not all(flips)
+    # Unsure-level pairs that leak less of the secret are ordered by the oracle, not by a coin.
+    assert any(p.rating == NEGLIGIBLE and not p.unsure for p in pairs)
+    result = pair_accuracy(tiny_rm(tokenizer, seed=2), tokenizer, pairs)
+    assert result["ceiling"] == pytest.approx(1 - 0.5 * sum(flips) / len(pairs))
+    for level, stats in result["by_level"].items():
+        mine = [p.unsure for p in pairs if p.rating == level]
+        assert stats["ceiling"] == pytest.approx(1 - 0.5 * sum(mine) / len(mine)), level
+    assert result["by_level"][SIGNIFICANT]["ceiling"] == 1.0 and result["by_level"][NEGLIGIBLE]["ceiling"] < 1.0
+    # The flag survives the jsonl round trip; files written before it load as ordered pairs.
+    back = Pair.from_dict(json.loads(json.dumps(pairs[flips.index(True)].to_dict())))
+    assert back.unsure
+    old = {k: v for k, v in pairs[0].to_dict().items() if k != "unsure"}
+    assert Pair.from_dict(old).unsure is False
 
 
 # ---------------------------------------------------------------------------------- scoring

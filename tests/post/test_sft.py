@@ -14,8 +14,8 @@ from torch import nn
 
 from minillama.data.cli import main as data_main
 from minillama.model import Llama
-from minillama.post.sft import (IGNORE_INDEX, PackedSFTBatches, build_parser, chat_example, packing_probe,
-                                padded_batches, run_sft, sft_eval_loss, sft_examples, sft_loss)
+from minillama.post.sft import (IGNORE_INDEX, PackedSFTBatches, build_parser, chat_example, pack_whole,
+                                packing_probe, padded_batches, run_sft, sft_eval_loss, sft_examples, sft_loss)
 
 
 @pytest.fixture(scope="module")
@@ -42,40 +42,60 @@ def test_labels_are_the_answer_and_its_end(tokenizer, tasks, examples) -> None:
     assert sum(label != IGNORE_INDEX for label in labels) == len(tokenizer.encode("Hi.")) + 1
 
 
-def _epoch_stream(examples, order):
-    return np.concatenate([examples[i][0] for i in order]), np.concatenate([examples[i][1] for i in order])
+def _chats_of(ids: np.ndarray, bos_id: int) -> list[list[int]]:
+    """The chats of a packed row, split at each ``<s>``, padding (id 0) stripped from the end."""
+    ids = np.trim_zeros(ids, "b").tolist()
+    starts = [k for k, i in enumerate(ids) if i == bos_id] + [len(ids)]
+    return [ids[a:b] for a, b in zip(starts, starts[1:])]
 
 
-def test_packing_fills_rows_from_the_shuffled_epoch_stream(examples) -> None:
-    source = PackedSFTBatches(examples, batch_size=4, seq_len=32, seed=3)
-    total = sum(len(ids) for ids, _ in examples)
-    assert source.rows_per_epoch == (total - 1) // 32 and source.steps_per_epoch == -(-source.rows_per_epoch // 4)
-    ids, labels = _epoch_stream(examples, source.order(0))
-    rows = [source.row(k) for k in range(source.rows_per_epoch)]
-    assert all(r[0].shape == (33,) and r[1].shape == (33,) for r in rows)
-    # Consecutive rows share one token, so every stream token is a target exactly once.
-    rebuilt = np.concatenate([rows[0][0]] + [r[0][1:] for r in rows[1:]])
-    assert np.array_equal(rebuilt, ids[:len(rebuilt)]) and len(ids) - len(rebuilt) < 32
-    assert np.array_equal(np.concatenate([rows[0][1]] + [r[1][1:] for r in rows[1:]]), labels[:len(rebuilt)])
-    assert sorted(source.order(0)) == list(range(len(examples)))
-    assert not np.array_equal(source.order(0), source.order(1))  # a new order every epoch
+def test_pack_whole_fills_rows_greedily_and_never_cuts_an_example() -> None:
+    assert pack_whole([3, 4, 2, 5, 1], width=7) == [[0, 1], [2, 3], [4]]
+    assert pack_whole([7, 7], width=7) == [[0], [1]]
+    with pytest.raises(ValueError, match="seq_len >= 7"):
+        pack_whole([3, 8], width=7)
+
+
+def test_packing_fills_rows_with_whole_chats(tokenizer, examples) -> None:
+    source = PackedSFTBatches(examples, batch_size=4, seq_len=256, seed=3)
+    order = source.packing_order()
+    assert sorted(order) == list(range(len(examples)))
+    # Every row is whole chats back to back, then padding with no label; together they are every chat once.
+    rows = [source.packed_row(r) for r in range(source.rows_per_epoch)]
+    assert all(ids.shape == (257,) and labels.shape == (257,) for ids, labels in rows)
+    seen = [chat for ids, _ in rows for chat in _chats_of(ids, tokenizer.bos_id)]
+    assert seen == [examples[i][0] for i in order]
+    for r, (ids, labels) in enumerate(rows):
+        mine = [examples[i] for i in source.rows[r]]
+        used = sum(len(e[0]) for e in mine)
+        assert np.array_equal(ids[:used], np.concatenate([e[0] for e in mine]))
+        assert np.array_equal(labels[:used], np.concatenate([e[1] for e in mine]))
+        assert ids[0] == tokenizer.bos_id and not ids[used:].any() and (labels[used:] == IGNORE_INDEX).all()
+    # Greedy: the first chat of the next row would not have fitted in this one.
+    for r in range(source.rows_per_epoch - 1):
+        assert len(source.rows[r + 1]) and (source.lengths[source.rows[r]].sum() + source.lengths[source.rows[r + 1][0]]
+                                            > 257)
+    assert source.padding_share == pytest.approx(1 - sum(map(len, seen)) / (257 * source.rows_per_epoch))
+    assert source.steps_per_epoch == -(-source.rows_per_epoch // 4)
+    # Each epoch visits the rows in its own seeded order.
+    assert sorted(source.order(0)) == list(range(source.rows_per_epoch))
+    assert not np.array_equal(source.order(0), source.order(1))
     batch = next(source)
-    assert set(batch) == {"tokens", "labels"} and batch["tokens"].shape == (4, 33)
-    assert torch.equal(batch["tokens"][1], torch.from_numpy(rows[1][0]))
+    assert set(batch) == {"tokens", "labels"} and batch["tokens"].shape == (4, 257)
+    assert torch.equal(batch["tokens"][1], torch.from_numpy(rows[source.order(0)[1]][0]))
     assert bool(((batch["labels"] == IGNORE_INDEX) | (batch["labels"] == batch["tokens"])).all())
     # Rows run on into the next epoch's order: draw p holds rows [4p, 4p + 4).
     last = source.rows_per_epoch
     p = last // 4
     source.position = p
-    assert torch.equal(next(source)["tokens"][last - 4 * p], torch.from_numpy(source.row(last)[0]))
-    assert np.array_equal(source.row(last)[0], _epoch_stream(examples, source.order(1))[0][:33])
+    assert torch.equal(next(source)["tokens"][last - 4 * p], torch.from_numpy(rows[source.order(1)[0]][0]))
 
 
 def test_epochs_bound_the_stream_and_ranks_split_each_batch(examples) -> None:
-    source = PackedSFTBatches(examples, batch_size=4, seq_len=32, seed=0, epochs=2)
+    source = PackedSFTBatches(examples, batch_size=4, seq_len=256, seed=0, epochs=2)
     assert len(list(source)) == source.total_steps == 2 * source.steps_per_epoch
-    whole = PackedSFTBatches(examples, batch_size=4, seq_len=32, seed=0)
-    halves = [PackedSFTBatches(examples, batch_size=4, seq_len=32, seed=0, rank=r, world_size=2) for r in (0, 1)]
+    whole = PackedSFTBatches(examples, batch_size=4, seq_len=256, seed=0)
+    halves = [PackedSFTBatches(examples, batch_size=4, seq_len=256, seed=0, rank=r, world_size=2) for r in (0, 1)]
     for _ in range(3):
         both = [next(h) for h in halves]
         full = next(whole)
@@ -84,30 +104,30 @@ def test_epochs_bound_the_stream_and_ranks_split_each_batch(examples) -> None:
 
 
 def test_the_stream_resumes_exactly(examples) -> None:
-    first = PackedSFTBatches(examples, batch_size=4, seq_len=32, seed=5)
+    first = PackedSFTBatches(examples, batch_size=4, seq_len=256, seed=5)
     for _ in range(7):
         next(first)
     state = json.loads(json.dumps(first.state_dict()))  # survives the checkpoint's json
-    resumed = PackedSFTBatches(examples, batch_size=4, seq_len=32, seed=5)
+    resumed = PackedSFTBatches(examples, batch_size=4, seq_len=256, seed=5)
     resumed.load_state_dict(state)
     for _ in range(3):
         a, b = next(first), next(resumed)
         assert torch.equal(a["tokens"], b["tokens"]) and torch.equal(a["labels"], b["labels"])
-    with pytest.raises(ValueError, match="seq_len"):
-        PackedSFTBatches(examples, batch_size=4, seq_len=16, seed=5).load_state_dict(state)
+    with pytest.raises(ValueError, match="checkpoint has seq_len=256"):
+        PackedSFTBatches(examples, batch_size=4, seq_len=300, seed=5).load_state_dict(state)
     with pytest.raises(ValueError, match="examples differ"):
-        PackedSFTBatches(examples[1:], batch_size=4, seq_len=32, seed=5).load_state_dict(state)
+        PackedSFTBatches(examples[1:], batch_size=4, seq_len=256, seed=5).load_state_dict(state)
 
 
 def test_bad_arguments_are_rejected(examples) -> None:
     with pytest.raises(ValueError, match="world_size"):
-        PackedSFTBatches(examples, batch_size=3, seq_len=32, world_size=2)
-    with pytest.raises(ValueError, match="seq_len"):
-        PackedSFTBatches(examples[:1], batch_size=1, seq_len=10_000)
+        PackedSFTBatches(examples, batch_size=3, seq_len=256, world_size=2)
+    with pytest.raises(ValueError, match="seq_len >="):
+        PackedSFTBatches(examples[:1], batch_size=1, seq_len=len(examples[0][0]) - 2)
     with pytest.raises(ValueError, match="equal length"):
         PackedSFTBatches([([1, 2, 3], [1, 2])], batch_size=1, seq_len=1)
     with pytest.raises(ValueError, match="epochs"):
-        PackedSFTBatches(examples, batch_size=4, seq_len=32, epochs=0)
+        PackedSFTBatches(examples, batch_size=4, seq_len=256, epochs=0)
 
 
 class KeepLogits(nn.Module):
@@ -127,7 +147,7 @@ class KeepLogits(nn.Module):
 def test_only_answer_positions_get_gradient(tiny_model, examples, packed: bool) -> None:
     model = KeepLogits(tiny_model(seed=1).train())
     if packed:
-        batch = next(PackedSFTBatches(examples, batch_size=3, seq_len=64, seed=0))
+        batch = next(PackedSFTBatches(examples, batch_size=3, seq_len=256, seed=0))
     else:
         batch = padded_batches(examples[:3], 3)[0]
     loss, metrics = sft_loss(model, batch)
@@ -155,15 +175,14 @@ def test_padded_examples_score_like_each_alone(tiny_model, examples) -> None:
 
 
 def test_packing_probe_compares_the_same_answers(tiny_model, examples) -> None:
-    source = PackedSFTBatches(examples, batch_size=4, seq_len=64, seed=0)
-    packed, whole, alone = packing_probe(source, 8, 4)
-    assert len(packed) == len(whole) == 2
-    whole_answers = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in whole)
-    alone_answers = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in alone)
-    packed_answers = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in packed)
-    assert 0 < whole_answers == alone_answers < packed_answers
+    source = PackedSFTBatches(examples, batch_size=4, seq_len=256, seed=0)
+    packed, alone = packing_probe(source, 8, 4)
+    assert len(packed) == 2 and sum(len(b["tokens"]) for b in alone) == sum(len(source.rows[r]) for r in range(8))
+    packed_answers = [int(b["labels"][:, 1:].ne(IGNORE_INDEX).sum()) for b in packed]
+    alone_answers = [int(b["labels"][:, 1:].ne(IGNORE_INDEX).sum()) for b in alone]
+    assert 0 < sum(packed_answers) == sum(alone_answers)  # the same answer tokens, every chat whole
     model = tiny_model(seed=3)
-    assert abs(sft_eval_loss(model, whole) - sft_eval_loss(model, alone)) < 1.0  # same tokens, other context
+    assert abs(sft_eval_loss(model, packed) - sft_eval_loss(model, alone)) < 1.0  # same tokens, other context
 
 
 def test_cli_documents_every_flag() -> None:
@@ -180,8 +199,8 @@ def test_run_sft_trains_saves_and_resumes(tmp_path: Path, tokenizer, tiny_model)
     assert data_main(["--out", str(data), "--chars", "20000", "--eval-chars", "4000", "--chat", "80",
                       "--eval-chat", "12", "--safety", "20", "--eval-safety", "8", "--quiet"]) == 0
     tokenizer.save(tmp_path / "tok")
-    tiny_model(seed=0, max_seq_len=128).save_pretrained(tmp_path / "init" / "model")
-    kwargs = dict(batch_size=4, lr=3e-3, seq_len=64, eval_prompts=6, eval_safety=4, max_new_tokens=6,
+    tiny_model(seed=0, max_seq_len=256).save_pretrained(tmp_path / "init" / "model")
+    kwargs = dict(batch_size=4, lr=3e-3, seq_len=256, eval_prompts=6, eval_safety=4, max_new_tokens=6,
                   checkpoint_interval=5, progress=False, val_rows=8)
     out = tmp_path / "sft"
     metrics = run_sft(tmp_path / "init", tmp_path / "tok", data, out, epochs=1, **kwargs)
