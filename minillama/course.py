@@ -336,24 +336,28 @@ def stage_reward(out: Path, data_dir: Path, tok: Tokenizer, kind: str, budget: d
     return metrics
 
 
-def _reward_stage_alone(out: Path, data_dir: Path, kind: str, budget: dict[str, Any], seed: int) -> float:
+def _reward_stage_alone(out: Path, data_dir: Path, kind: str, budget: dict[str, Any], seed: int,
+                        progress: bool) -> float:
     """One reward-model stage in a process of its own, on one thread; returns its seconds."""
     torch.set_num_threads(1)
     start = time.perf_counter()
-    stage_reward(out, data_dir, Tokenizer.load(out / "tokenizer" / "tokenizer.model"), kind, budget, seed, False)
+    stage_reward(out, data_dir, Tokenizer.load(out / "tokenizer" / "tokenizer.model"), kind, budget, seed, progress)
     return time.perf_counter() - start
 
 
-def reward_stages_side_by_side(out: Path, data_dir: Path, budget: dict[str, Any], seed: int) -> dict[str, float]:
+def reward_stages_side_by_side(out: Path, data_dir: Path, budget: dict[str, Any], seed: int,
+                               progress: bool = False) -> dict[str, float]:
     """Both reward-model stages at once, each in its own process on one thread. They depend on the
     SFT model alone, and the tiny model's small matrices keep a second thread of one process half
     idle: on a 2-core CPU two one-thread processes finish both stages in about 80% of the time the
-    two stages take one after the other. Returns each stage's seconds."""
+    two stages take one after the other. With ``progress`` the helpfulness stage shows its bars
+    (two processes' bars would overwrite each other). Returns each stage's seconds."""
     import multiprocessing
 
     kinds = ("helpfulness", "safety")
+    jobs = [(out, data_dir, kind, budget, seed, progress and kind == kinds[0]) for kind in kinds]
     with multiprocessing.get_context("spawn").Pool(len(kinds)) as pool:
-        seconds = pool.starmap(_reward_stage_alone, [(out, data_dir, kind, budget, seed) for kind in kinds])
+        seconds = pool.starmap(_reward_stage_alone, jobs)
     return {f"rm_{kind}": s for kind, s in zip(kinds, seconds)}
 
 
@@ -623,9 +627,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if side_by_side and name in rm_stages:
             if name == rm_stages[0]:
-                _log("rm_helpfulness and rm_safety side by side, one process and one thread each ...")
+                _log("rm_helpfulness and rm_safety side by side, one process and one thread each"
+                     + (" (progress shown for rm_helpfulness)" if progress else "") + " ...")
                 start = time.perf_counter()
-                each = reward_stages_side_by_side(out, data_dir, budget, args.seed)
+                each = reward_stages_side_by_side(out, data_dir, budget, args.seed, progress)
                 timings["rm_helpfulness + rm_safety (side by side)"] = time.perf_counter() - start
                 _log(", ".join(f"{k} {v:.1f} s" for k, v in each.items())
                      + f"; both done in {timings['rm_helpfulness + rm_safety (side by side)']:.1f} s")
