@@ -631,9 +631,8 @@ def main(argv: list[str] | None = None) -> int:
                      + (" (progress shown for rm_helpfulness)" if progress else "") + " ...")
                 start = time.perf_counter()
                 each = reward_stages_side_by_side(out, data_dir, budget, args.seed, progress)
-                timings["rm_helpfulness + rm_safety (side by side)"] = time.perf_counter() - start
-                _log(", ".join(f"{k} {v:.1f} s" for k, v in each.items())
-                     + f"; both done in {timings['rm_helpfulness + rm_safety (side by side)']:.1f} s")
+                both = timings["rm_helpfulness + rm_safety (side by side)"] = time.perf_counter() - start
+                _log(", ".join(f"{k} {v:.1f} s" for k, v in each.items()) + f"; both done in {both:.1f} s")
             results[name] = fn()  # reads the stage's metrics back
             continue
         results[name] = timed(name, fn)

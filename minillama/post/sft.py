@@ -103,6 +103,12 @@ def pack_whole(lengths: Sequence[int], width: int) -> list[list[int]]:
     return rows
 
 
+def _stack_rows(rows: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, torch.Tensor]:
+    """``(ids, labels)`` rows -> a batch ``{"tokens", "labels"}``, each ``(b, seq_len + 1)``."""
+    return {"tokens": torch.from_numpy(np.stack([r[0] for r in rows])),
+            "labels": torch.from_numpy(np.stack([r[1] for r in rows]))}
+
+
 class PackedSFTBatches:
     """Batches ``{"tokens", "labels"}`` of shape ``(b, seq_len + 1)`` packed from whole chat examples.
 
@@ -164,11 +170,16 @@ class PackedSFTBatches:
         """The row order of ``epoch``: a permutation of ``range(rows_per_epoch)``."""
         return np.random.default_rng([self.seed, epoch]).permutation(self.rows_per_epoch)
 
+    def example(self, e: int) -> tuple[np.ndarray, np.ndarray]:
+        """Example ``e`` as it was given: ``(ids, labels)``."""
+        span = slice(self.starts[e], self.starts[e] + self.lengths[e])
+        return self.ids[span], self.labels[span]
+
     def packed_row(self, r: int) -> tuple[np.ndarray, np.ndarray]:
         """Packed row ``r`` (in packing order): ``(ids, labels)``, each ``(seq_len + 1,)``."""
-        spans = [slice(self.starts[e], self.starts[e] + self.lengths[e]) for e in self.rows[r]]
-        ids = np.concatenate([self.ids[s] for s in spans])
-        labels = np.concatenate([self.labels[s] for s in spans])
+        chats = [self.example(e) for e in self.rows[r]]
+        ids = np.concatenate([c[0] for c in chats])
+        labels = np.concatenate([c[1] for c in chats])
         pad = self.seq_len + 1 - len(ids)
         return (np.concatenate([ids, np.full(pad, self.pad_id, dtype=np.int64)]),
                 np.concatenate([labels, np.full(pad, IGNORE_INDEX, dtype=np.int64)]))
@@ -187,8 +198,7 @@ class PackedSFTBatches:
         first = self.position * self.batch_size + self.rank * self.local_batch_size
         rows = [self.row(k) for k in range(first, first + self.local_batch_size)]
         self.position += 1
-        return {"tokens": torch.from_numpy(np.stack([r[0] for r in rows])),
-                "labels": torch.from_numpy(np.stack([r[1] for r in rows]))}
+        return _stack_rows(rows)
 
     def state_dict(self) -> dict[str, Any]:
         return {"position": self.position, "seed": self.seed, "batch_size": self.batch_size,
@@ -246,22 +256,18 @@ def padded_batches(examples: Sequence[Example], batch_size: int, pad_id: int = 0
     return out
 
 
-def packing_probe(source: PackedSFTBatches, n_rows: int, batch_size: int, pad_id: int = 0,
+def packing_probe(source: PackedSFTBatches, n_rows: int, batch_size: int,
                   env: DistEnv = DistEnv()) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, torch.Tensor]]]:
     """Validation batches from the first ``n_rows`` packed rows of ``source`` (this rank's share):
     ``(packed, alone)``. ``packed`` are the rows as training sees them; ``alone`` the same chats,
-    each in a row of its own. The same answer tokens in both, so their losses differ only by what
-    the answers could attend to before their ``<s>``: the chats packed in front of them."""
+    each in a row of its own, padded with ``source.pad_id``. The same answer tokens in both, so
+    their losses differ only by what the answers could attend to before their ``<s>``: the chats
+    packed in front of them."""
     mine = range(env.rank, max(1, min(n_rows, source.rows_per_epoch)), env.world_size)
-    packed = []
-    for first in range(0, len(mine), batch_size):
-        rows = [source.packed_row(r) for r in mine[first:first + batch_size]]
-        packed.append({"tokens": torch.from_numpy(np.stack([r[0] for r in rows])),
-                       "labels": torch.from_numpy(np.stack([r[1] for r in rows]))})
-    alone = [(source.ids[source.starts[e]:source.starts[e] + source.lengths[e]].tolist(),
-              source.labels[source.starts[e]:source.starts[e] + source.lengths[e]].tolist())
-             for r in mine for e in source.rows[r]]
-    return packed, padded_batches(alone, batch_size, pad_id)
+    packed = [_stack_rows([source.packed_row(r) for r in mine[first:first + batch_size]])
+              for first in range(0, len(mine), batch_size)]
+    alone = [tuple(part.tolist() for part in source.example(e)) for r in mine for e in source.rows[r]]
+    return packed, padded_batches(alone, batch_size, source.pad_id)
 
 
 # ---------------------------------------------------------------------------------- the stage
@@ -349,7 +355,7 @@ def run_sft(init_dir: str | Path, tokenizer_path: str | Path, data_dir: str | Pa
     chat_val, safety_val = read_tasks(val_files[0]), read_tasks(*val_files[1:])
     val_source = PackedSFTBatches(sft_examples(tokenizer, chat_val + safety_val, system), batch_size, seq_len, seed,
                                   pad_id=tokenizer.pad_id)
-    val_packed, val_alone = packing_probe(val_source, val_rows, batch_size, tokenizer.pad_id, env)
+    val_packed, val_alone = packing_probe(val_source, val_rows, batch_size, env)
 
     def val_fn(m: nn.Module) -> dict[str, float]:
         return {"val_loss": sft_eval_loss(m, val_packed, env)}
