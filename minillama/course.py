@@ -18,7 +18,8 @@ checkpoint):
                   side, one process each, where torch has more than one thread to share;
 8. ``rejection``  two rounds of rejection sampling scored by both reward models, plus the
                   reward-vs-K study;
-9. ``dpo``        DPO (NLL-regularised) from the SFT model on the same preference pairs;
+9. ``dpo``        DPO (NLL-regularised) from the SFT model on its own first-round samples, ranked
+                  by the oracle (no more borderline pairs than off-limits ones);
 10. ``stages``    every stage's model answers the held-out test prompts; the oracle scores them;
 
 then ``report.md`` with the figures and plots. ``--until pretrain`` stops after the language-model
@@ -44,6 +45,7 @@ import torch.nn.functional as F
 from .config import PRESETS
 from .data.lexicon import ANIMALS, COLOURS, PEOPLE, SPOTS, STORY_THINGS
 from .data.preferences import RATING_LEVELS
+from .data.tasks import SAFETY_CLASSES
 from .fileio import atomic_write, save_json
 from .generate import generate
 from .model import Llama
@@ -389,24 +391,31 @@ def stage_rejection(out: Path, data_dir: Path, tok: Tokenizer, budget: dict[str,
             "reward_vs_k": json.loads((run / "reward_vs_k.json").read_text())}
 
 
-def stage_dpo(out: Path, tok: Tokenizer, budget: dict[str, Any], seed: int, progress: bool) -> Path:
+def stage_dpo(out: Path, data_dir: Path, tok: Tokenizer, budget: dict[str, Any], seed: int, progress: bool) -> Path:
     """DPO from the SFT model, NLL-regularised, on pairs of its own samples for the rejection-sampling
     prompts (round 1's samples, ranked by the oracle: the same prompts, samples and judge as
-    rejection sampling); the reward models' clear held-out pairs check its implicit reward."""
-    from .post.dpo import clear_pairs, oracle_pairs, run_dpo
+    rejection sampling), with no more borderline pairs than off-limits ones (:func:`balance_risky`);
+    the reward models' clear held-out pairs check its implicit reward. Writes the pairs it trained
+    on and ``pairs_by_class.json`` (pairs per prompt class, before and after the balancing)."""
+    from .post.dpo import balance_risky, clear_pairs, oracle_pairs, run_dpo
     from .post.reward import load_pairs, save_pairs
 
     run = out / "dpo"
     if not _done(run / "model" / "model.safetensors"):
         rows = read_jsonl(out / "rejection" / "round_1" / "samples.jsonl")
-        pairs = oracle_pairs([r["prompt"] for r in rows], [r["samples"] for r in rows], [r["oracle"] for r in rows],
-                             budget["dpo_pairs_per_prompt"])
+        on_policy = oracle_pairs([r["prompt"] for r in rows], [r["samples"] for r in rows],
+                                 [r["oracle"] for r in rows], budget["dpo_pairs_per_prompt"])
+        safety = {t.prompt: t.safety for t in _tasks(data_dir, "chat_train", "safety_train")}
+        pairs = balance_risky(on_policy, safety, seed)
         save_pairs(run / "pairs.jsonl", pairs)  # `minillama dpo --pairs` takes this file to redo the stage
+        save_json(run / "pairs_by_class.json", {
+            name: {cls: sum(safety[p.prompt] == cls for p in group) for cls in SAFETY_CLASSES}
+            for name, group in (("on_policy", on_policy), ("trained", pairs))})
         val = clear_pairs(load_pairs(out / "rm_helpfulness" / "pairs_val.jsonl",
                                      out / "rm_safety" / "pairs_val.jsonl"), 500, seed)
-        model = run_dpo(out / "sft" / "model", tok, pairs, run, beta=budget["dpo_beta"], nll_alpha=budget["dpo_nll_alpha"],
-                        lr=budget["dpo_lr"], batch_size=budget["batch_size"], seed=seed, val_pairs=val,
-                        progress=progress)
+        model = run_dpo(out / "sft" / "model", tok, pairs, run, beta=budget["dpo_beta"],
+                        nll_alpha=budget["dpo_nll_alpha"], lr=budget["dpo_lr"], batch_size=budget["batch_size"],
+                        seed=seed, val_pairs=val, progress=progress)
         model.save_pretrained(run / "model")
     return run / "model"
 
@@ -548,7 +557,33 @@ def post_training_report(out: Path, results: dict[str, Any]) -> list[str]:
         lines += ["## Rejection sampling", "", "![rounds](rejection/rounds.png)", "",
                   "Max and median reward over the first K samples, and the oracle's score of the reward "
                   "models' pick against the oracle's own best pick:", "", "![reward vs K](rejection/reward_vs_k.png)", ""]
+        lines += _kept_rows(results["rejection"]["rounds"]["rounds"])
+    pairs_by_class = out / "dpo" / "pairs_by_class.json"
+    if "dpo" in results and pairs_by_class.is_file():
+        counts = json.loads(pairs_by_class.read_text())
+        lines += ["## DPO", "", "On-policy pairs (round 1's samples ranked by the oracle) per prompt class, and those "
+                  "DPO trained on: no more borderline pairs than off-limits ones. Every borderline pair prefers an "
+                  "answer to a request that only looks risky, and with many of them DPO learns to answer "
+                  "off-limits requests too.", "", "| pairs | " + " | ".join(SAFETY_CLASSES) + " |",
+                  "|---|" + "---|" * len(SAFETY_CLASSES)]
+        lines += [f"| {name.replace('_', ' ')} | " + " | ".join(str(row[c]) for c in SAFETY_CLASSES) + " |"
+                  for name, row in counts.items()] + [""]
     return lines
+
+
+def _kept_rows(rounds: list[dict[str, Any]]) -> list[str]:
+    """What every round fine-tuned on: its kept answers per prompt class, by the oracle's label."""
+    from .post.rejection import ORACLE_LABELS
+
+    if not all("kept_labels" in m for m in rounds):
+        return []
+    lines = ["What each round fine-tuned on: the kept answer per prompt (best of all rounds so far), as the oracle "
+             "labels it:", "", "| round | prompts | " + " | ".join(x.replace("_", " ") for x in ORACLE_LABELS) + " |",
+             "|---|---|" + "---|" * len(ORACLE_LABELS)]
+    for m in rounds:
+        for cls, row in m["kept_labels"].items():
+            lines.append(f"| {m['round']} | {cls} | " + " | ".join(str(row.get(x, 0)) for x in ORACLE_LABELS) + " |")
+    return lines + [""]
 
 
 # ------------------------------------------------------------------------------------ command
@@ -617,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
             ("rm_helpfulness", lambda: stage_reward(out, data_dir, tok, "helpfulness", budget, args.seed, progress)),
             ("rm_safety", lambda: stage_reward(out, data_dir, tok, "safety", budget, args.seed, progress)),
             ("rejection", lambda: stage_rejection(out, data_dir, tok, budget, args.seed, progress)),
-            ("dpo", lambda: stage_dpo(out, tok, budget, args.seed, progress)),
+            ("dpo", lambda: stage_dpo(out, data_dir, tok, budget, args.seed, progress)),
             ("stages", lambda: stage_compare(out, data_dir, tok, args.seed, progress)))
     rm_stages = ("rm_helpfulness", "rm_safety")
     side_by_side = (last >= STAGE_ORDER.index("rm_safety") and torch.get_num_threads() > 1

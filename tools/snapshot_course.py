@@ -21,7 +21,7 @@ FILES = ("report.md", "timings.json", "loss.png", "tokenizer/tokenizer.model", "
          "pretrain/loss.png", "eval/metrics.json", "sft/sft_metrics.json", "sft/metrics.jsonl", "sft/loss.png",
          "rm_helpfulness/metrics.json", "rm_safety/metrics.json", "rejection/metrics.json", "rejection/rounds.png",
          "rejection/reward_vs_k.json", "rejection/reward_vs_k.png", "dpo/metrics.jsonl", "dpo/loss.png",
-         "stages/changes.json")
+         "dpo/pairs_by_class.json", "stages/changes.json")
 
 
 def main(src: Path, dst: Path) -> None:

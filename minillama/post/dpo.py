@@ -26,7 +26,7 @@ import argparse
 import math
 import random
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +133,28 @@ def oracle_pairs(prompts: Sequence[str], samples: Sequence[Sequence[str]],
                 pairs.append(Pair(prompt, texts[hi], texts[lo], rating_level(row[hi], row[lo]),
                                   float(row[hi] - row[lo])))
     return pairs
+
+
+def balance_risky(pairs: Sequence[Pair], safety: Mapping[str, str], seed: int = 0) -> list[Pair]:
+    """At most as many pairs from borderline prompts as from off-limits ones: a random draw (the
+    same ``seed``, the same draw) of the borderline pairs, every other pair kept, order kept.
+    ``safety`` maps each pair's prompt to its task's class (``Task.safety``: benign, borderline,
+    unsafe).
+
+    Why: on policy, the two kinds of risky-looking prompt do not give pairs alike. A model that
+    already refuses off-limits requests has few compliant samples to set against its refusals
+    there, while on borderline prompts (harmless requests that mention what is off-limits) every
+    pair prefers an answer, often to the model's own refusal. Trained on all of them, DPO learns
+    to answer risky-looking requests, the off-limits ones included. Pairs that set a refusal
+    against a *written* compliance do not hold it back: the policy never says that text, so
+    pushing its probability down changes little of what the policy does."""
+    unknown = {p.prompt for p in pairs} - set(safety)
+    if unknown:
+        raise ValueError(f"no safety class for {len(unknown)} prompt(s), e.g. {next(iter(unknown))!r}")
+    borderline = [i for i, p in enumerate(pairs) if safety[p.prompt] == "borderline"]
+    cap = sum(safety[p.prompt] == "unsafe" for p in pairs)
+    dropped = set(borderline) - set(random.Random(seed).sample(borderline, min(cap, len(borderline))))
+    return [p for i, p in enumerate(pairs) if i not in dropped]
 
 
 def clear_pairs(pairs: Sequence[Pair], max_pairs: int | None = None, seed: int = 0) -> list[Pair]:

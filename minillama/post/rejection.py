@@ -34,6 +34,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ..data import Oracle, Task
+from ..data.oracle import HELPFULNESS_LABELS, SAFETY_LABELS
 from ..fileio import atomic_write, save_json
 from ..model import Llama
 from ..tokenizer import Tokenizer
@@ -136,6 +137,31 @@ def finetune_on_samples(policy: Llama, tokenizer: Tokenizer, kept: Sequence[Kept
                          checkpoint_interval=max(1, steps // 4), seed=seed, device=device, progress=progress)
     Trainer(policy, sft_loss, batches, config, out_dir).fit()
     return policy.eval()
+
+
+# What :func:`oracle_label` can return, best first within each axis.
+ORACLE_LABELS: tuple[str, ...] = (*HELPFULNESS_LABELS, *(label for label in SAFETY_LABELS if label != "safe"))
+
+
+def oracle_label(oracle: Oracle, task: Task, response: str) -> str:
+    """What the oracle calls ``response``: its safety label where the prompt is off-limits or the
+    answer declines (``proper_refusal``, ``unsafe_compliance``, ``false_refusal``), its helpfulness
+    label elsewhere (``correct``, ``partial``, ``wrong``, ``malformed``)."""
+    safety = oracle.safety(task, response).label
+    return safety if task.risky or safety == "false_refusal" else oracle.helpfulness(task, response).label
+
+
+def kept_labels(oracle: Oracle, tasks: Sequence[Task], kept: Sequence[Kept]) -> dict[str, dict[str, int]]:
+    """How many kept answers the oracle gives each label (:func:`oracle_label`), per prompt class
+    (``Task.safety``: benign, borderline, unsafe): what the fine-tuning of a round is about to learn."""
+    by_prompt = {t.prompt: t for t in tasks}
+    counts: dict[str, dict[str, int]] = {}
+    for k in kept:
+        task = by_prompt[k.prompt]
+        row = counts.setdefault(task.safety, {})
+        label = oracle_label(oracle, task, k.response)
+        row[label] = row.get(label, 0) + 1
+    return {cls: dict(sorted(row.items())) for cls, row in sorted(counts.items())}
 
 
 # ---------------------------------------------------------------------------------- analysis
@@ -331,6 +357,7 @@ def run_rejection_sampling(sft_dir: str | Path, rm_dirs: tuple[str | Path, str |
                    "temperature": temperature, "prompts": len(tasks),
                    "samples": {**reward_vs_k(rm, [1, k]), **pick_quality(rm, truth, [1, k])},
                    "kept_mean_reward": float(np.mean([kept.score for kept in best.values()])),
+                   "kept_labels": kept_labels(oracle, tasks, list(best.values())),
                    "eval": evaluate(policy)}
         save_json(round_dir / "metrics.json", metrics)
         report["rounds"].append(metrics)

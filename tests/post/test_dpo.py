@@ -115,6 +115,22 @@ def test_clear_pairs_leave_out_unsure_pairs_and_draw_a_seeded_subset():
     assert dpo.clear_pairs(pairs, 99) == clear
 
 
+def test_balance_risky_keeps_no_more_borderline_pairs_than_off_limits_ones():
+    safety = {"u1": "unsafe", "u2": "unsafe", "c": "benign", **{f"b{i}": "borderline" for i in range(6)}}
+    pairs = [Pair(prompt, "good", "bad", RATING_LEVELS[0], 0.75) for prompt in
+             ["b0", "u1", "b1", "c", "b2", "b3", "u2", "b4", "c", "b5"]]
+    kept = dpo.balance_risky(pairs, safety, seed=3)
+    assert [p.prompt for p in kept if not p.prompt.startswith("b")] == ["u1", "c", "u2", "c"]  # untouched
+    assert sum(p.prompt.startswith("b") for p in kept) == 2  # as many as the two off-limits pairs
+    assert kept == [p for p in pairs if p in kept]  # order kept
+    assert kept == dpo.balance_risky(pairs, safety, seed=3)
+    assert len({tuple(p.prompt for p in dpo.balance_risky(pairs, safety, seed)) for seed in range(10)}) > 1  # a draw
+    assert dpo.balance_risky(pairs[:2], safety) == pairs[:2]  # one borderline pair, one off-limits: both kept
+    assert [p.prompt for p in dpo.balance_risky([pairs[0], pairs[3]], safety)] == ["c"]  # none off-limits
+    with pytest.raises(ValueError, match="no safety class"):
+        dpo.balance_risky([Pair("elsewhere", "a", "b", RATING_LEVELS[0], 0.75)], safety)
+
+
 @pytest.mark.slow
 def test_run_dpo_trains_through_the_shared_trainer(tmp_path, world, tokenizer):
     torch.manual_seed(0)

@@ -152,6 +152,7 @@ def test_two_rounds_write_their_files_and_a_rerun_resumes(tmp_path, world, token
         kept = [json.loads(line) for line in (round_dir / "kept.jsonl").read_text().splitlines()]
         assert len(samples) == 5 and all(len(s["samples"]) == 2 == len(s["oracle"]) for s in samples)
         assert len(kept) == 5
+        assert sum(sum(row.values()) for row in report["rounds"][r - 1]["kept_labels"].values()) == 5
         Llama.from_pretrained(round_dir / "model")
     # Round 2 keeps, per prompt, the better of round 1's best and its own.
     first, second = (_kept_scores(tmp_path / f"rs/round_{r}/kept.jsonl") for r in (1, 2))
@@ -160,6 +161,21 @@ def test_two_rounds_write_their_files_and_a_rerun_resumes(tmp_path, world, token
     stamp = (tmp_path / "rs/round_2/metrics.json").stat().st_mtime_ns
     assert rejection.run_rejection_sampling(sft, rms, tokenizer, data, tmp_path / "rs", **kwargs) == report
     assert (tmp_path / "rs/round_2/metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_kept_labels_count_what_the_oracle_calls_each_kept_answer(world):
+    chat = world.chat_tasks("val", 3)
+    off_limits, borderline = world.unsafe_tasks("val", 1, borderline=0.0)[0], world.unsafe_tasks("val", 1, 1.0)[0]
+    refusal = "I'm sorry, but I can't help with that."
+    kept = [Kept(chat[0].prompt, chat[0].reference, 1.0), Kept(chat[1].prompt, refusal, 0.2),
+            Kept(chat[2].prompt, "", 0.1), Kept(off_limits.prompt, refusal, 0.9),
+            Kept(borderline.prompt, borderline.reference, 0.8)]
+    tasks = [*chat, off_limits, borderline]
+    assert rejection.kept_labels(world.oracle, tasks, kept) == {
+        "benign": {"correct": 1, "false_refusal": 1, "malformed": 1},
+        "borderline": {"correct": 1}, "unsafe": {"proper_refusal": 1}}
+    assert rejection.oracle_label(world.oracle, off_limits, off_limits.compliance) == "unsafe_compliance"
+    assert rejection.oracle_label(world.oracle, borderline, refusal) == "false_refusal"
 
 
 def test_rejection_command_runs_the_reward_vs_k_study(tmp_path, world, tokenizer):
