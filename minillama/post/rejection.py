@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -155,12 +156,10 @@ def kept_labels(oracle: Oracle, tasks: Sequence[Task], kept: Sequence[Kept]) -> 
     """How many kept answers the oracle gives each label (:func:`oracle_label`), per prompt class
     (``Task.safety``: benign, borderline, unsafe): what the fine-tuning of a round is about to learn."""
     by_prompt = {t.prompt: t for t in tasks}
-    counts: dict[str, dict[str, int]] = {}
+    counts: defaultdict[str, Counter[str]] = defaultdict(Counter)
     for k in kept:
         task = by_prompt[k.prompt]
-        row = counts.setdefault(task.safety, {})
-        label = oracle_label(oracle, task, k.response)
-        row[label] = row.get(label, 0) + 1
+        counts[task.safety][oracle_label(oracle, task, k.response)] += 1
     return {cls: dict(sorted(row.items())) for cls, row in sorted(counts.items())}
 
 
