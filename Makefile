@@ -6,7 +6,7 @@ PRESET ?= tiny
 # Parallel test workers; CI has 2 cores.
 JOBS   ?= 2
 
-.PHONY: help install test test-fast course exercises notebooks lab clean bench
+.PHONY: help install test test-fast test-unit course exercises notebooks lab clean bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -30,6 +30,9 @@ test: $(VENV)/.installed  ## the whole suite: pytest (unit, parity, integration)
 test-fast: $(VENV)/.installed  ## pytest without the slow tests
 	$(PY) -m pytest -n $(JOBS) -m "not slow" tests
 
+test-unit: $(VENV)/.installed  ## pytest on the unit tests only (no stage, command or pipeline run end to end)
+	$(PY) -m pytest -n $(JOBS) -m unit tests
+
 course: $(VENV)/.installed  ## the end-to-end course pipeline on the tiny preset; writes runs/course/report.md
 	$(PY) -m minillama course --preset $(PRESET) --out runs/course
 
@@ -43,8 +46,8 @@ lab: $(VENV)/.installed  ## start JupyterLab at the course
 	$(VENV)/bin/jupyter lab notebooks/00_tour.ipynb
 
 bench: $(VENV)/.installed  ## model throughput and attention benchmarks (CPU here; GPU where there is one)
-	$(PY) benchmarks/bench_model.py
+	$(PY) -m minillama bench model
 	$(PY) -m minillama bench attention
 
 clean:  ## remove the virtual environment and caches (keeps runs/)
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis .import_linter_cache

@@ -11,15 +11,15 @@ group attends to its own key/value head through the einsum, so memory stays at `
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .config import ATTN_BACKENDS, LlamaConfig
+from .config import LlamaConfig
 from .rope import apply_rope
-from .stacked import StackedWeights, decoding_step
 
 
 class KVCache:
@@ -32,9 +32,8 @@ class KVCache:
     def __init__(self, config: LlamaConfig, batch_size: int, max_seq_len: int | None = None,
                  device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> None:
         max_seq_len = config.max_seq_len if max_seq_len is None else max_seq_len
-        if not 1 <= batch_size <= config.max_batch_size:
-            raise ValueError(f"KVCache batch_size must be in [1, max_batch_size={config.max_batch_size}], "
-                             f"got {batch_size}")
+        if batch_size < 1:
+            raise ValueError(f"KVCache batch_size must be >= 1, got {batch_size}")
         if not 1 <= max_seq_len <= config.max_seq_len:
             raise ValueError(f"KVCache max_seq_len must be in [1, config.max_seq_len={config.max_seq_len}], "
                              f"got {max_seq_len}")
@@ -51,7 +50,10 @@ class KVCache:
     def batch_size(self) -> int:
         return self.k.shape[1]
 
-    def check_room(self, n_new: int) -> None:
+    def check(self, batch_size: int, n_new: int) -> None:
+        """Raise ``ValueError`` unless ``n_new`` positions of ``batch_size`` rows fit after the cached ones."""
+        if batch_size != self.batch_size:
+            raise ValueError(f"KV cache was made for batch {self.batch_size}, got batch {batch_size}")
         if self.length + n_new > self.capacity:
             raise ValueError(f"KV cache overflow: capacity max_seq_len={self.capacity}, holds {self.length} "
                              f"positions, cannot add {n_new} more")
@@ -67,6 +69,11 @@ class KVCache:
 
     def advance(self, n_new: int) -> None:
         self.length += n_new
+
+    def keep_rows(self, keep: torch.Tensor) -> None:
+        """Keep only the rows ``keep`` (a boolean mask or indices over the batch) in every layer:
+        finished sequences leave the batch, and the next steps cost what the others cost."""
+        self.k, self.v = self.k[:, keep], self.v[:, keep]
 
 
 def build_attention_mask(attention_mask: torch.Tensor | None, t: int, s: int, causal: bool = True,
@@ -146,8 +153,9 @@ def triton_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
     return flash_attention(q, k, v, causal=causal, sm_scale=scale)
 
 
-BACKENDS = {"eager": eager_attention, "sdpa": sdpa_attention, "triton": triton_attention}
-assert set(BACKENDS) == set(ATTN_BACKENDS)
+Backend = Callable[..., torch.Tensor]
+BACKENDS: dict[str, Backend] = {"eager": eager_attention, "sdpa": sdpa_attention, "triton": triton_attention}
+ATTN_BACKENDS: tuple[str, ...] = tuple(BACKENDS)
 
 
 class Attention(nn.Module):
@@ -161,26 +169,19 @@ class Attention(nn.Module):
         self.wk = nn.Linear(config.dim, self.n_kv_heads * self.head_dim, bias=False)
         self.wv = nn.Linear(config.dim, self.n_kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(self.n_heads * self.head_dim, config.dim, bias=False)
-        self.backend = config.attn_backend
-        self._wqkv = StackedWeights()
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                cache: KVCache | None = None) -> torch.Tensor:
-        """``x (b, t, c)``, ``cos, sin (b, t, d)``, ``mask (b|1, 1, t, s)`` or None -> ``(b, t, c)``."""
+                cache: KVCache | None = None, attend: Backend = sdpa_attention) -> torch.Tensor:
+        """``x (b, t, c)``, ``cos, sin (b, t, d)``, ``mask (b|1, 1, t, s)`` or None -> ``(b, t, c)``;
+        ``attend`` is one of :data:`BACKENDS`."""
         # Plain view/transpose rather than einops here: this runs per layer and per decoded token,
         # where einops' pattern handling is a measurable share of a tiny model's step time.
         b, t, _ = x.shape
         h, g, d = self.n_heads, self.n_kv_heads, self.head_dim
-        if not decoding_step(x):
-            q = apply_rope(self.wq(x).view(b, t, h, d), cos, sin)      # b t h d
-            k = apply_rope(self.wk(x).view(b, t, g, d), cos, sin)      # b t g d
-            v = self.wv(x).view(b, t, g, d)                             # b t g d
-        else:  # one matmul for q, k and v, one rotation for q and k (see stacked.py)
-            qkv = F.linear(x, self._wqkv(self.wq, self.wk, self.wv)).view(b, t, h + 2 * g, d)
-            qk = apply_rope(qkv[:, :, :h + g], cos, sin)               # b t (h+g) d
-            q, k, v = qk[:, :, :h], qk[:, :, h:], qkv[:, :, h + g:]
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # b h t d, b g t d, b g t d
+        q = apply_rope(self.wq(x).view(b, t, h, d), cos, sin).transpose(1, 2)  # b h t d
+        k = apply_rope(self.wk(x).view(b, t, g, d), cos, sin).transpose(1, 2)  # b g t d
+        v = self.wv(x).view(b, t, g, d).transpose(1, 2)                        # b g t d
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)
-        out = BACKENDS[self.backend](q, k, v, mask, causal=True)       # b h t d
+        out = attend(q, k, v, mask, causal=True)                               # b h t d
         return self.wo(out.transpose(1, 2).reshape(b, t, -1))

@@ -1,29 +1,27 @@
 """LlamaConfig: the shape of a Llama-family model, validated, with the published presets.
 
 Field names follow Meta's reference implementation (``dim``, ``n_layers``, ``n_heads``, ...);
-``rope_scaling`` follows Hugging Face's dict form so that configs travel between the two.
+``rope_scaling`` follows Hugging Face's dict form so that configs travel between the two. The
+config holds the architecture only: how a model runs (its attention backend, the batch limit of its
+KV cache) is set on the model (:class:`minillama.model.Llama`), not here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 ROPE_TYPES = ("default", "linear", "dynamic", "llama3")
-ATTN_BACKENDS = ("eager", "sdpa", "triton")
 
-# Keys each rope type needs besides "rope_type", and the optional ones it accepts.
+# Keys each rope type needs besides "rope_type".
 _ROPE_REQUIRED = {
     "default": (),
     "linear": ("factor",),
     "dynamic": ("factor",),
     "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
 }
-_ROPE_OPTIONAL = {"original_max_position_embeddings"}
 
 
 @dataclass
@@ -33,8 +31,7 @@ class LlamaConfig:
     ``hidden_dim`` fixes the SwiGLU width explicitly (checkpoints from elsewhere); ``None``
     derives it from ``dim``, ``ffn_dim_multiplier`` and ``multiple_of`` by Meta's rule.
     ``n_kv_heads=None`` means multi-head attention (``n_kv_heads == n_heads``); a smaller value
-    gives grouped-query attention, 1 gives multi-query attention. ``attn_backend`` is a run-time
-    choice (it changes speed, not results) and is not part of the architecture.
+    gives grouped-query attention, 1 gives multi-query attention.
     """
 
     dim: int = 256
@@ -49,9 +46,7 @@ class LlamaConfig:
     rope_theta: float = 10000.0
     rope_scaling: dict[str, Any] | None = None
     max_seq_len: int = 256
-    max_batch_size: int = 32
     tie_embeddings: bool = False
-    attn_backend: str = "sdpa"
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
@@ -68,7 +63,7 @@ class LlamaConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field and its allowed values when a field is invalid."""
         for name in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of",
-                     "max_seq_len", "max_batch_size", "hidden_dim"):
+                     "max_seq_len", "hidden_dim"):
             value = getattr(self, name)
             if name == "hidden_dim" and value is None:
                 continue
@@ -88,13 +83,9 @@ class LlamaConfig:
             raise ValueError(f"LlamaConfig head_dim = dim / n_heads = {self.head_dim} must be even for RoPE")
         if self.ffn_dim_multiplier is not None and not self.ffn_dim_multiplier > 0:
             raise ValueError(f"LlamaConfig.ffn_dim_multiplier must be None or > 0, got {self.ffn_dim_multiplier}")
-        if not self.norm_eps > 0:
-            raise ValueError(f"LlamaConfig.norm_eps must be > 0, got {self.norm_eps}")
-        if not self.rope_theta > 0:
-            raise ValueError(f"LlamaConfig.rope_theta must be > 0, got {self.rope_theta}")
-        if self.attn_backend not in ATTN_BACKENDS:
-            raise ValueError(
-                f"LlamaConfig.attn_backend must be one of {ATTN_BACKENDS}, got {self.attn_backend!r}")
+        for name in ("norm_eps", "rope_theta"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"LlamaConfig.{name} must be > 0, got {getattr(self, name)}")
         self._validate_rope_scaling()
 
     def _validate_rope_scaling(self) -> None:
@@ -132,13 +123,6 @@ class LlamaConfig:
         return "default" if self.rope_scaling is None else self.rope_scaling["rope_type"]
 
     @property
-    def original_max_seq_len(self) -> int:
-        """Context length the RoPE frequencies were trained for (dynamic/llama3 scaling)."""
-        if self.rope_scaling and "original_max_position_embeddings" in self.rope_scaling:
-            return int(self.rope_scaling["original_max_position_embeddings"])
-        return self.max_seq_len
-
-    @property
     def ffn_hidden_dim(self) -> int:
         """SwiGLU width: 2/3 of 4*dim (three matrices cost what two did), times the optional
         multiplier, rounded up to a multiple of ``multiple_of`` for efficient matmuls."""
@@ -160,7 +144,7 @@ class LlamaConfig:
         total = self.n_layers * per_layer + d  # + final norm
         return total + embeddings if include_embeddings else total
 
-    # ------------------------------------------------------------------ presets and io
+    # ------------------------------------------------------------------ presets and dicts
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "LlamaConfig":
         """A named preset (see ``PRESETS``), with any field overridden by keyword."""
@@ -182,22 +166,15 @@ class LlamaConfig:
             raise ValueError(f"unknown LlamaConfig fields {unknown}; allowed fields: {sorted(known)}")
         return cls(**data)
 
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: str | Path) -> "LlamaConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
-
 
 # Llama 2 shapes from the paper / Meta's params.json; Llama 3 from Meta's release.
 PRESETS: dict[str, dict[str, Any]] = {
     # ~4M parameters: CPU tests, notebooks and the course pipeline.
     "tiny": dict(dim=256, n_layers=4, n_heads=8, n_kv_heads=4, vocab_size=2048, multiple_of=64,
-                 max_seq_len=256, max_batch_size=64),
+                 max_seq_len=256),
     # ~125M parameters at sequence 1024: a GPU-sized model.
     "small": dict(dim=768, n_layers=12, n_heads=12, n_kv_heads=4, vocab_size=32000, multiple_of=256,
-                  max_seq_len=1024, max_batch_size=32),
+                  max_seq_len=1024),
     "llama2-7b": dict(dim=4096, n_layers=32, n_heads=32, vocab_size=32000, multiple_of=256,
                       norm_eps=1e-5, max_seq_len=4096),
     "llama2-13b": dict(dim=5120, n_layers=40, n_heads=40, vocab_size=32000, multiple_of=256,

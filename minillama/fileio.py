@@ -1,7 +1,9 @@
-"""Crash-safe file writes: JSON and safetensors through a temp file, fsync and rename.
+"""Crash-safe file writes (text, JSON, JSON lines, safetensors through a temp file, fsync and
+rename) and the readers that go with them.
 
-The lowest layer of the package (it imports nothing from minillama), so the tokenizer, the data
-generator, the training loop and the checkpoints can all write files the same way.
+The lowest floor of the package (it imports nothing from minillama), so the tokenizer, the data
+generator, the training loop, the stages and the checkpoints all write files the same way. The
+readers raise ``ValueError`` naming the file when it is missing or not what it should be.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 from safetensors.torch import save_file
@@ -46,8 +48,50 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
         os.close(dir_fd)
 
 
+def write_text(path: str | Path, text: str) -> None:
+    """``text`` as UTF-8 with ``\\n`` line ends, atomically."""
+    data = text.encode("utf-8")
+    atomic_write(path, lambda p: p.write_bytes(data))
+
+
 def save_json(path: str | Path, data: Any) -> None:
-    atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def jsonl(rows: Iterable[Any]) -> str:
+    """One JSON value per line (keys sorted): the text :func:`write_jsonl` writes."""
+    return "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows)
+
+
+def write_jsonl(path: str | Path, rows: Iterable[Any]) -> None:
+    write_text(path, jsonl(rows))
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+
+
+def read_jsonl(path: str | Path) -> list[Any]:
+    """The values of a JSON-lines file (blank lines skipped)."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}, line {number}: not valid JSON ({err})") from err
+    return rows
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import torch
 
 from .config import LlamaConfig
-from .model import Llama
-from .rope import permute_heads_for_half_split, permute_heads_for_interleaved
+from .model import Llama, LlamaBackbone
+from .rope import original_context, permute_heads_for_half_split
 
 if TYPE_CHECKING:  # transformers is an optional dependency (extra "hf")
     import transformers
@@ -33,6 +33,7 @@ _NAME_MAP = [
     ("layers.{i}.ffn_norm.weight", "model.layers.{i}.post_attention_layernorm.weight"),
     ("norm.weight", "model.norm.weight"),
     ("output.weight", "lm_head.weight"),
+    ("score.weight", "score.weight"),  # the reward model's head, as LlamaForSequenceClassification names it
 ]
 
 
@@ -66,9 +67,8 @@ def minillama_name(name: str) -> str:
 # ---------------------------------------------------------------------------- configs
 # LlamaConfig fields transformers has no key for. They travel in a "minillama" entry of config.json
 # (transformers keeps unknown entries as they are), so that a saved model loads back with the same
-# context length and batch limit, not transformers' defaults. attn_backend stays out: it is a choice
-# of the machine that runs the model, not of the one that saved it.
-_MINILLAMA_FIELDS = ("multiple_of", "ffn_dim_multiplier", "hidden_dim", "max_seq_len", "max_batch_size")
+# context length and sizing rule, not transformers' defaults.
+_MINILLAMA_FIELDS = ("multiple_of", "ffn_dim_multiplier", "hidden_dim", "max_seq_len")
 
 
 def to_hf_config_dict(config: LlamaConfig) -> dict[str, Any]:
@@ -77,7 +77,7 @@ def to_hf_config_dict(config: LlamaConfig) -> dict[str, Any]:
     max_positions = config.max_seq_len
     if config.rope_type == "dynamic":
         # transformers grows the dynamic base past max_position_embeddings, our original context.
-        max_positions = config.original_max_seq_len
+        max_positions = original_context(config)
         scaling.pop("original_max_position_embeddings", None)
     return {
         "architectures": ["LlamaForCausalLM"],
@@ -149,7 +149,7 @@ def from_hf_config_dict(hf: Mapping[str, Any], **overrides: Any) -> LlamaConfig:
 
 
 # ---------------------------------------------------------------------------- state dicts
-def to_hf_state_dict(model: Llama) -> dict[str, torch.Tensor]:
+def to_hf_state_dict(model: LlamaBackbone) -> dict[str, torch.Tensor]:
     """minillama state dict renamed for transformers (tied output weight left out, as HF does)."""
     state = model.state_dict()
     if model.config.tie_embeddings:
@@ -161,7 +161,7 @@ def _listed(names: list[str]) -> str:
     return f"{names[:5]}{' ...' if len(names) > 5 else ''}"
 
 
-def load_state_dict_checked(model: Llama, state: Mapping[str, torch.Tensor], source: str,
+def load_state_dict_checked(model: LlamaBackbone, state: Mapping[str, torch.Tensor], source: str,
                             source_name: Callable[[str], str] = lambda name: name) -> None:
     """Copy ``state`` into ``model``; a missing, unexpected or mis-shaped tensor raises a
     ``ValueError`` that names it as ``source_name`` spells it (the name found in the file)."""
@@ -182,20 +182,22 @@ def load_state_dict_checked(model: Llama, state: Mapping[str, torch.Tensor], sou
     model.load_state_dict(state, strict=False)
 
 
-def _empty_llama(config: LlamaConfig) -> Llama:
+def empty_model(config: LlamaConfig, cls: type[LlamaBackbone] = Llama) -> LlamaBackbone:
     """A model to load weights into. Its initial weights are overwritten at once, so they are drawn
     from a forked generator: loading a checkpoint leaves torch's global random state as it was."""
     with torch.random.fork_rng(devices=[]):
-        return Llama(config, seed=None)
+        return cls(config, seed=None)
 
 
-def from_hf_state_dict(state: Mapping[str, torch.Tensor], config: LlamaConfig, source: str = "state dict") -> Llama:
+def from_hf_state_dict(state: Mapping[str, torch.Tensor], config: LlamaConfig, source: str = "state dict",
+                       cls: type[LlamaBackbone] = Llama) -> LlamaBackbone:
+    """A ``cls`` (:class:`Llama` or :class:`LlamaRewardModel`) holding ``state`` (Hugging Face's names)."""
     renamed = {}
     for name, tensor in state.items():
         if name.endswith("rotary_emb.inv_freq"):  # older transformers saved this buffer
             continue
         renamed[minillama_name(name)] = tensor
-    model = _empty_llama(config)
+    model = empty_model(config, cls)
     load_state_dict_checked(model, renamed, source, source_name=hf_name)
     return model
 
@@ -237,7 +239,7 @@ def from_meta_state_dict(state: Mapping[str, torch.Tensor], config: LlamaConfig)
         elif name.endswith("attention.wk.weight"):
             tensor = permute_heads_for_half_split(tensor, config.n_kv_heads)
         converted[name] = tensor
-    model = _empty_llama(config)
+    model = empty_model(config)
     load_state_dict_checked(model, converted, "Meta state dict")
     return model
 
@@ -247,8 +249,8 @@ def to_meta_state_dict(model: Llama) -> dict[str, torch.Tensor]:
     state = {}
     for name, tensor in model.state_dict().items():
         if name.endswith("attention.wq.weight"):
-            tensor = permute_heads_for_interleaved(tensor, model.config.n_heads)
+            tensor = permute_heads_for_half_split(tensor, model.config.n_heads, inverse=True)
         elif name.endswith("attention.wk.weight"):
-            tensor = permute_heads_for_interleaved(tensor, model.config.n_kv_heads)
+            tensor = permute_heads_for_half_split(tensor, model.config.n_kv_heads, inverse=True)
         state[name] = tensor.clone()
     return state

@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import LlamaConfig
-from .stacked import StackedWeights, decoding_step
 
 
 class SwiGLU(nn.Module):
@@ -21,10 +20,6 @@ class SwiGLU(nn.Module):
         self.w1 = nn.Linear(config.dim, hidden, bias=False)
         self.w3 = nn.Linear(config.dim, hidden, bias=False)
         self.w2 = nn.Linear(hidden, config.dim, bias=False)
-        self._w13 = StackedWeights()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not decoding_step(x):
-            return self.w2(F.silu(self.w1(x)) * self.w3(x))
-        gate, up = F.linear(x, self._w13(self.w1, self.w3)).chunk(2, dim=-1)  # one matmul (see stacked.py)
-        return self.w2(F.silu(gate) * up)
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))

@@ -6,23 +6,22 @@
 
 Parameter names are Meta's (``tok_embeddings``, ``layers.N.attention.wq``, ``feed_forward.w1``,
 ``attention_norm``, ``ffn_norm``, ``norm``, ``output``) so that Meta checkpoints load by name;
-:mod:`minillama.hf` maps them to Hugging Face's names.
+:mod:`minillama.hf` maps them to Hugging Face's names and :mod:`minillama.checkpoint` saves and
+loads model folders.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .attention import ATTN_BACKENDS, Attention, KVCache, build_attention_mask
+from .attention import ATTN_BACKENDS, BACKENDS, Attention, Backend, KVCache, build_attention_mask, sdpa_attention
 from .config import LlamaConfig
 from .mlp import SwiGLU
 from .norm import RMSNorm
-from .rope import inv_freq_for, rope_cos_sin
+from .rope import RotaryEmbedding
 
 
 class Block(nn.Module):
@@ -36,8 +35,8 @@ class Block(nn.Module):
         self.feed_forward = SwiGLU(config)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                cache: KVCache | None = None) -> torch.Tensor:
-        h = x + self.attention(self.attention_norm(x), cos, sin, mask, cache)
+                cache: KVCache | None = None, attend: Backend = sdpa_attention) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), cos, sin, mask, cache, attend)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -50,19 +49,32 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 class LlamaBackbone(nn.Module):
-    """Token embedding, ``n_layers`` blocks and the final RMSNorm: ``(b, t) ids -> (b, t, c)``."""
+    """Token embedding, ``n_layers`` blocks and the final RMSNorm: ``(b, t) ids -> (b, t, c)``.
 
-    def __init__(self, config: LlamaConfig) -> None:
+    How the model runs is set here, not in its config: ``attn_backend`` (``"eager"``, ``"sdpa"`` or
+    ``"triton"``: speed, not results) and ``max_batch_size`` (the most rows a KV cache from
+    :meth:`new_cache` may hold, a guard against allocating a huge cache by mistake; None: no limit).
+    """
+
+    def __init__(self, config: LlamaConfig, attn_backend: str = "sdpa", max_batch_size: int | None = None) -> None:
         super().__init__()
         self.config = config
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
         self.layers = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
-        # RoPE tables, kept off the module so that .to(bf16) cannot round them.
-        self._inv_freq: dict[tuple[str, int], torch.Tensor] = {}
-        self._cos_sin: dict[tuple[str, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.rope = RotaryEmbedding(config)
+        self.attn_backend, self.max_batch_size = attn_backend, max_batch_size
 
-    # ---------------------------------------------------------------- set-up
+    @property
+    def attn_backend(self) -> str:
+        return self._attn_backend
+
+    @attn_backend.setter
+    def attn_backend(self, backend: str) -> None:
+        if backend not in ATTN_BACKENDS:
+            raise ValueError(f"attn_backend must be one of {ATTN_BACKENDS}, got {backend!r}")
+        self._attn_backend = backend
+
     def init_weights(self, seed: int | None = None) -> None:
         """Normal(0, init_std) weights; the projections that write into the residual stream
         (``wo``, ``w2``) are scaled down by ``1/sqrt(2 n_layers)`` so that the stream's variance
@@ -77,14 +89,6 @@ class LlamaBackbone(nn.Module):
             with torch.no_grad():
                 p.copy_(torch.randn(p.shape, generator=gen) * std * scale)
 
-    def set_attn_backend(self, backend: str) -> None:
-        """Switch every layer to ``"eager"``, ``"sdpa"`` or ``"triton"`` attention."""
-        if backend not in ATTN_BACKENDS:
-            raise ValueError(f"attn_backend must be one of {ATTN_BACKENDS}, got {backend!r}")
-        self.config.attn_backend = backend
-        for block in self.layers:
-            block.attention.backend = backend
-
     @property
     def device(self) -> torch.device:
         return self.tok_embeddings.weight.device
@@ -94,113 +98,73 @@ class LlamaBackbone(nn.Module):
         return self.tok_embeddings.weight.dtype
 
     def new_cache(self, batch_size: int, max_seq_len: int | None = None) -> KVCache:
+        if self.max_batch_size is not None and not 1 <= batch_size <= self.max_batch_size:
+            raise ValueError(f"KVCache batch_size must be in [1, max_batch_size={self.max_batch_size}], "
+                             f"got {batch_size}")
         return KVCache(self.config, batch_size, max_seq_len, device=self.device, dtype=self.dtype)
 
-    # ---------------------------------------------------------------- forward
-    def _check_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                      cache: KVCache | None, check_ids: bool = True) -> None:
+    def _check_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, start: int) -> None:
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, time), got shape {tuple(input_ids.shape)}")
         if input_ids.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"input_ids must be int64 or int32, got {input_ids.dtype}")
         b, t = input_ids.shape
-        start = cache.length if cache is not None else 0
         if start + t > self.config.max_seq_len:
             raise ValueError(f"sequence length {start + t} exceeds max_seq_len={self.config.max_seq_len}; "
                              f"allowed: at most max_seq_len positions (cache included)")
-        # The range check reads values back from the device; under torch.compile it would break the graph.
-        if (check_ids and input_ids.numel() and not torch.compiler.is_compiling()
-                and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.config.vocab_size)):
-            raise ValueError(f"token ids must be in [0, vocab_size={self.config.vocab_size}), got values in "
-                             f"[{int(input_ids.min())}, {int(input_ids.max())}]")
-        if cache is not None:
-            if cache.batch_size != b:
-                raise ValueError(f"KV cache was made for batch {cache.batch_size}, got batch {b}")
-            cache.check_room(t)
         if attention_mask is not None and tuple(attention_mask.shape) != (b, start + t):
             raise ValueError(f"attention_mask must be (batch, cached + new) = {(b, start + t)}, "
                              f"got {tuple(attention_mask.shape)}")
-
-    def _inv_freq_for(self, device: torch.device, seq_len: int) -> torch.Tensor:
-        key = (str(device), seq_len)
-        if key not in self._inv_freq:
-            self._inv_freq[key] = inv_freq_for(self.config, seq_len).to(device)
-        return self._inv_freq[key]
-
-    def _rope_tables(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """``cos, sin (b, t, d)`` for ``position_ids (b, t)``."""
-        if self.config.rope_type == "dynamic":  # the frequencies depend on the sequence length
-            seq_len = max(self.config.original_max_seq_len, int(position_ids.max()) + 1)
-            return rope_cos_sin(self._inv_freq_for(position_ids.device, seq_len), position_ids, dtype)
-        # Otherwise one table for every position, computed once: decoding then looks up one row
-        # per step instead of evaluating cos and sin again.
-        key = (str(position_ids.device), dtype)
-        if key not in self._cos_sin:
-            inv_freq = self._inv_freq_for(position_ids.device, self.config.original_max_seq_len)
-            positions = torch.arange(self.config.max_seq_len, device=position_ids.device)[None]
-            self._cos_sin[key] = tuple(table[0] for table in rope_cos_sin(inv_freq, positions, dtype))
-        cos, sin = self._cos_sin[key]
-        return cos[position_ids], sin[position_ids]
+        # Ids are range-checked where a sequence starts: a decoding step feeds back tokens sampled from
+        # the model's own vocabulary, and the check costs two reads from the device (which would
+        # also break a torch.compile graph).
+        if start == 0 and input_ids.numel() and not torch.compiler.is_compiling():
+            low, high = int(input_ids.min()), int(input_ids.max())
+            if low < 0 or high >= self.config.vocab_size:
+                raise ValueError(f"token ids must be in [0, vocab_size={self.config.vocab_size}), got values in "
+                                 f"[{low}, {high}]")
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                      position_ids: torch.Tensor | None = None, cache: KVCache | None = None,
-                      check_ids: bool = True) -> torch.Tensor:
+                      position_ids: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
         """``input_ids (b, t)`` -> final normed hidden states ``(b, t, c)``.
 
         ``attention_mask (b, s)`` (1 = token, 0 = padding) covers the cached positions too
         (``s = cache.length + t``). ``position_ids (b, t)`` default to counting real tokens only;
-        given explicitly they must lie in ``[0, max_seq_len)``. ``check_ids=False`` skips the id
-        range check (it reads from the device), for callers whose ids are in range by construction,
-        such as a decoding loop feeding back sampled tokens.
+        given explicitly they must lie in ``[0, max_seq_len)``.
         """
-        self._check_inputs(input_ids, attention_mask, cache, check_ids)
+        start = 0 if cache is None else cache.length
+        self._check_inputs(input_ids, attention_mask, start)
         b, t = input_ids.shape
-        start = cache.length if cache is not None else 0
+        if cache is not None:
+            cache.check(b, t)
         if position_ids is None:
-            if attention_mask is not None:
-                position_ids = positions_from_mask(attention_mask)[:, start:]
-            else:
-                position_ids = torch.arange(start, start + t, device=input_ids.device).expand(b, t)
+            position_ids = (positions_from_mask(attention_mask)[:, start:] if attention_mask is not None
+                            else torch.arange(start, start + t, device=input_ids.device).expand(b, t))
         mask = None if attention_mask is None else build_attention_mask(attention_mask, t, start + t)
         x = self.tok_embeddings(input_ids)
-        cos, sin = self._rope_tables(position_ids, x.dtype)
+        cos, sin = self.rope(position_ids, x.dtype)
+        attend = BACKENDS[self.attn_backend]
         for block in self.layers:
-            x = block(x, cos, sin, mask, cache)
+            x = block(x, cos, sin, mask, cache, attend)
         if cache is not None:
             cache.advance(t)
         return self.norm(x)
-
-    # ---------------------------------------------------------------- saving and loading
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write ``config.json`` (Hugging Face format) and ``model.safetensors``."""
-        from .checkpoint import save_pretrained
-
-        save_pretrained(self, directory)
 
 
 class Llama(LlamaBackbone):
     """Llama with a language-model head: ``model(input_ids) -> logits (b, t, vocab)``."""
 
-    def __init__(self, config: LlamaConfig, seed: int | None = 0) -> None:
-        super().__init__(config)
+    def __init__(self, config: LlamaConfig, seed: int | None = 0, attn_backend: str = "sdpa",
+                 max_batch_size: int | None = None) -> None:
+        super().__init__(config, attn_backend, max_batch_size)
         self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
         self.init_weights(seed)
         if config.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, cache: KVCache | None = None,
-                check_ids: bool = True) -> torch.Tensor:
-        return self.output(self.hidden_states(input_ids, attention_mask, position_ids, cache, check_ids))
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, dtype: torch.dtype | None = None,
-                        **config_overrides) -> "Llama":
-        """Load a directory written by :meth:`save_pretrained` or by transformers'
-        ``LlamaForCausalLM.save_pretrained`` (safetensors only), in its stored dtype or in ``dtype``."""
-        from .checkpoint import load_pretrained
-
-        return load_pretrained(directory, dtype, **config_overrides)
+                position_ids: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+        return self.output(self.hidden_states(input_ids, attention_mask, position_ids, cache))
 
 
 class LlamaRewardModel(LlamaBackbone):
@@ -209,15 +173,16 @@ class LlamaRewardModel(LlamaBackbone):
     The reward is read at the last real token of each row (left or right padding both work),
     where the model has seen the whole prompt and response."""
 
-    def __init__(self, config: LlamaConfig, seed: int | None = 0) -> None:
-        super().__init__(config)
+    def __init__(self, config: LlamaConfig, seed: int | None = 0, attn_backend: str = "sdpa",
+                 max_batch_size: int | None = None) -> None:
+        super().__init__(config, attn_backend, max_batch_size)
         self.score = nn.Linear(config.dim, 1, bias=False)
         self.init_weights(seed)
 
     @classmethod
     def from_lm(cls, lm: Llama) -> "LlamaRewardModel":
         """A reward model whose backbone starts as a copy of ``lm`` (e.g. the SFT model)."""
-        rm = cls(lm.config.replace())
+        rm = cls(lm.config.replace(), attn_backend=lm.attn_backend, max_batch_size=lm.max_batch_size)
         missing, unexpected = rm.load_state_dict(lm.state_dict(), strict=False)
         assert set(missing) == {"score.weight"} and set(unexpected) <= {"output.weight"}, (missing, unexpected)
         nn.init.zeros_(rm.score.weight)  # every response starts at reward 0
@@ -233,17 +198,3 @@ class LlamaRewardModel(LlamaBackbone):
             last = (attention_mask.long() * positions).argmax(-1)
         picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         return self.score(picked).squeeze(-1)
-
-
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100,
-                   reduction: str = "mean") -> torch.Tensor:
-    """Next-token cross-entropy: position ``i`` predicts ``labels[:, i + 1]``.
-
-    ``logits (b, t, v)``, ``labels (b, t)`` (usually the input ids, with ``ignore_index`` where no
-    loss is wanted: padding, prompt tokens). Computed in float32. ``reduction="none"`` gives the
-    ``b * (t - 1)`` per-position losses."""
-    # Shift the labels, not the logits: slicing (b, t, v) logits would copy them, and their gradient.
-    targets = F.pad(labels[:, 1:], (0, 1), value=ignore_index)  # the last position predicts nothing
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
-                           ignore_index=ignore_index, reduction=reduction)
-    return loss.view(labels.shape)[:, :-1].reshape(-1) if reduction == "none" else loss

@@ -11,7 +11,8 @@ see :func:`interleaved_to_half_permutation`.
 
 Frequency scalings for longer contexts: ``linear`` (position interpolation), ``dynamic``
 (NTK-aware base growth once the sequence outgrows the original context) and ``llama3``
-(per-band interpolation of Llama 3.1).
+(per-band interpolation of Llama 3.1). :class:`RotaryEmbedding` owns a model's tables and all
+of the scaling logic; the layers only ever see ``cos`` and ``sin``.
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ def dynamic_ntk_inv_freq(head_dim: int, theta: float, factor: float, seq_len: in
     return 1.0 / (base ** exponents)
 
 
+def original_context(config: LlamaConfig) -> int:
+    """The context length the RoPE frequencies were trained for (what dynamic scaling grows from)."""
+    return int((config.rope_scaling or {}).get("original_max_position_embeddings", config.max_seq_len))
+
+
 def inv_freq_for(config: LlamaConfig, seq_len: int) -> torch.Tensor:
     """The inverse frequencies a model with ``config`` uses for a sequence of ``seq_len``
     positions (only ``dynamic`` depends on the length). Shape ``(d/2,)``, float32."""
@@ -66,7 +72,7 @@ def inv_freq_for(config: LlamaConfig, seq_len: int) -> torch.Tensor:
         # Position interpolation: position p is treated as p / factor.
         return default_inv_freq(d, theta) / scaling["factor"]
     if rope_type == "dynamic":
-        return dynamic_ntk_inv_freq(d, theta, scaling["factor"], seq_len, config.original_max_seq_len)
+        return dynamic_ntk_inv_freq(d, theta, scaling["factor"], seq_len, original_context(config))
     if rope_type == "llama3":
         return llama3_inv_freq(default_inv_freq(d, theta), scaling["factor"], scaling["low_freq_factor"],
                                scaling["high_freq_factor"], scaling["original_max_position_embeddings"])
@@ -84,6 +90,33 @@ def rope_cos_sin(inv_freq: torch.Tensor, position_ids: torch.Tensor,
     angles = position_ids.float()[..., None] * inv_freq.to(position_ids.device)[None, None, :]
     angles = torch.cat((angles, angles), dim=-1)
     return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+class RotaryEmbedding:
+    """A model's RoPE: ``rope(position_ids (b, t), dtype) -> cos, sin (b, t, d)``.
+
+    The angles of every position up to ``max_seq_len`` are computed once per device and dtype, in
+    float32 (see :func:`rope_cos_sin`), and looked up: a decoding step reads one row instead of
+    evaluating cos and sin again. Dynamic scaling has no fixed table (its frequencies depend on the
+    sequence length), so it computes the angles of the positions asked for. A plain object rather
+    than a module: ``model.to(torch.bfloat16)`` must not round the tables.
+    """
+
+    def __init__(self, config: LlamaConfig) -> None:
+        self.config = config
+        self._tables: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        device = position_ids.device
+        if self.config.rope_type == "dynamic":
+            seq_len = max(original_context(self.config), int(position_ids.max()) + 1)
+            return rope_cos_sin(inv_freq_for(self.config, seq_len).to(device), position_ids, dtype)
+        if (device, dtype) not in self._tables:
+            inv_freq = inv_freq_for(self.config, original_context(self.config)).to(device)
+            positions = torch.arange(self.config.max_seq_len, device=device)[None]
+            self._tables[device, dtype] = tuple(table[0] for table in rope_cos_sin(inv_freq, positions, dtype))
+        cos, sin = self._tables[device, dtype]
+        return cos[position_ids], sin[position_ids]
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -118,16 +151,10 @@ def interleaved_to_half_permutation(head_dim: int) -> torch.Tensor:
     return torch.cat((torch.arange(0, head_dim, 2), torch.arange(1, head_dim, 2)))
 
 
-def permute_heads_for_half_split(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
+def permute_heads_for_half_split(weight: torch.Tensor, n_heads: int, inverse: bool = False) -> torch.Tensor:
     """Reorder the output rows of a ``wq``/``wk`` weight ``((h d), c)`` from Meta's interleaved
-    layout to the half-split layout, head by head."""
+    layout to the half-split layout, head by head; ``inverse=True`` reorders them back."""
     head_dim = weight.shape[0] // n_heads
     perm = interleaved_to_half_permutation(head_dim)
+    perm = torch.argsort(perm) if inverse else perm
     return weight.reshape(n_heads, head_dim, -1)[:, perm].reshape(weight.shape)
-
-
-def permute_heads_for_interleaved(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """The inverse of :func:`permute_heads_for_half_split`."""
-    head_dim = weight.shape[0] // n_heads
-    inverse = torch.argsort(interleaved_to_half_permutation(head_dim))
-    return weight.reshape(n_heads, head_dim, -1)[:, inverse].reshape(weight.shape)

@@ -66,7 +66,6 @@ from __future__ import annotations
 import argparse
 import io
 import itertools
-import json
 import os
 import sys
 import time
@@ -75,6 +74,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sentencepiece as spm
+
+from .fileio import atomic_write, save_json
 
 if TYPE_CHECKING:  # transformers is an optional dependency (extra "hf")
     import transformers
@@ -164,8 +165,7 @@ class Tokenizer:
         path = Path(path)
         if path.suffix != ".model":
             path = path / MODEL_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(self.model_bytes)
+        atomic_write(path, lambda tmp: tmp.write_bytes(self.model_bytes))
         return path
 
     # ------------------------------------------------------------------ vocabulary
@@ -422,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             print("transformers is not installed: wrote tokenizer.model only (pip install 'minillama[hf]')")
     stats = corpus_stats(tok, args.input)
-    (args.out / "tokenizer_stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    save_json(args.out / "tokenizer_stats.json", stats)
     print(f"trained in {seconds:.1f} s: vocab_size {tok.vocab_size} (asked {args.vocab_size}), "
           f"{stats['chars_per_token']:.2f} characters per token on the training text")
     print(f"wrote {args.out}: " + ", ".join(sorted(p.name for p in args.out.iterdir())))

@@ -1,7 +1,9 @@
-"""Fixtures shared by the core tests: small seeded configs and fully random models.
+"""Fixtures of the whole suite: the tiny model shape, random models, one TinyWorld and its chat
+tokenizer. Plain helpers live in helpers.py; a test folder adds only what is its own.
 
-Models are tiny (dim 64, 2 layers, vocab 97) so that a parity test costs milliseconds. Helpers in
-subfolders add their own conftest.py; keep this one small.
+Markers: ``slow`` (seconds on the 2-core CPU; still part of ``make test``), ``integration`` (a stage,
+a command or the pipeline end to end, writing files), ``gpu`` (skipped without CUDA). A test with
+neither ``integration`` nor ``gpu`` is marked ``unit`` here, so ``pytest -m unit`` runs the fast core.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from torch import nn
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from minillama.config import LlamaConfig
-from minillama.model import Llama
-
-SMALL = dict(dim=64, n_layers=2, n_heads=4, vocab_size=97, multiple_of=16, max_seq_len=64, max_batch_size=8)
+from helpers import chat_tokenizer, randomize  # noqa: E402
+from helpers import tiny_config as make_tiny_config  # noqa: E402
+from minillama.data import Oracle, Task, TinyWorld  # noqa: E402
+from minillama.model import Llama  # noqa: E402
+from minillama.tokenizer import Tokenizer  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -32,34 +35,31 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
 
 
-def make_small_config(**overrides: Any) -> LlamaConfig:
-    return LlamaConfig(**{**SMALL, **overrides})
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if not any(item.get_closest_marker(name) for name in ("integration", "gpu")):
+            item.add_marker(pytest.mark.unit)
 
 
-def randomize(model: nn.Module, seed: int = 0, std: float = 0.08) -> nn.Module:
-    """Draw every parameter at random, the RMSNorm scales included.
-
-    The default init leaves the norms at 1, which would hide a swapped attention_norm/ffn_norm or
-    a norm that is never loaded; ``std`` is large enough that attention is far from uniform and the
-    logits are O(1), small enough that float32 round-off stays near 1e-6.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            p.copy_(1.0 + 0.1 * noise if name.endswith("norm.weight") else std * noise)
-    return model.eval()
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine the threads'
+    spin-waiting makes each step many times slower; both runs of a comparison use the same count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
-def small_config() -> Callable[..., LlamaConfig]:
-    """``small_config(**overrides) -> LlamaConfig`` (dim 64, 2 layers, 4 heads, vocab 97)."""
-    return make_small_config
+def tiny_config() -> Callable[..., Any]:
+    """``tiny_config(**overrides) -> LlamaConfig``: the suite's one tiny shape (helpers.TINY)."""
+    return make_tiny_config
 
 
 @pytest.fixture
 def random_weights() -> Callable[..., nn.Module]:
-    """``random_weights(module, seed=0)``: :func:`randomize` for modules built elsewhere (transformers)."""
+    """``random_weights(module, seed=0)``: :func:`helpers.randomize` for modules built elsewhere (transformers)."""
     return randomize
 
 
@@ -68,6 +68,32 @@ def random_llama() -> Callable[..., Llama]:
     """``random_llama(seed=0, **config_overrides) -> Llama`` in eval mode with random weights."""
 
     def make(seed: int = 0, **overrides: Any) -> Llama:
-        return randomize(Llama(make_small_config(**overrides), seed=seed), seed)
+        return randomize(Llama(make_tiny_config(**overrides), seed=seed), seed)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def world() -> TinyWorld:
+    return TinyWorld(seed=0)
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> Tokenizer:
+    """The chat tokenizer of the default world (helpers.chat_tokenizer)."""
+    return chat_tokenizer(TinyWorld(seed=0))
+
+
+@pytest.fixture(scope="module")
+def chat_tasks(world: TinyWorld) -> list[Task]:
+    return world.chat_tasks("train", 24)
+
+
+@pytest.fixture(scope="module")
+def safety_tasks(world: TinyWorld) -> list[Task]:
+    return world.unsafe_tasks("train", 16, borderline=0.5)
+
+
+@pytest.fixture(scope="module")
+def oracle(chat_tasks: list[Task], safety_tasks: list[Task]) -> Oracle:
+    return Oracle([*chat_tasks, *safety_tasks])

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from minillama.attention import KVCache, build_attention_mask, eager_attention, sdpa_attention, triton_attention
+from minillama.model import Llama
 
 
 def qkv(b: int, h: int, g: int, t: int, s: int, d: int = 8, seed: int = 0):
@@ -72,8 +73,8 @@ def test_triton_backend_refuses_padding_masks() -> None:
 
 
 # --------------------------------------------------------------------------- KV cache
-def test_cache_update_appends_per_layer(small_config) -> None:
-    config = small_config(n_kv_heads=2)
+def test_cache_update_appends_per_layer(tiny_config) -> None:
+    config = tiny_config(n_kv_heads=2)
     cache = KVCache(config, batch_size=2, max_seq_len=6)
     assert cache.k.shape == (2, 2, 2, 6, config.head_dim)
     k1, v1 = torch.ones(2, 2, 4, config.head_dim), 2 * torch.ones(2, 2, 4, config.head_dim)
@@ -94,10 +95,12 @@ def test_cache_overflow_is_a_value_error(random_llama) -> None:
     assert cache.length == 6  # the refused call left the cache as it was
 
 
-def test_cache_limits_are_checked(small_config, random_llama) -> None:
-    config = small_config()
+def test_cache_limits_are_checked(tiny_config, random_llama) -> None:
+    config = tiny_config()
+    with pytest.raises(ValueError, match="KVCache batch_size must be >= 1"):
+        KVCache(config, batch_size=0)
     with pytest.raises(ValueError, match=r"batch_size must be in \[1, max_batch_size=8\]"):
-        KVCache(config, batch_size=9)
+        Llama(config, max_batch_size=8).new_cache(9)
     with pytest.raises(ValueError, match=r"max_seq_len must be in \[1, config.max_seq_len=64\]"):
         KVCache(config, batch_size=1, max_seq_len=65)
     model = random_llama()
@@ -109,7 +112,7 @@ def test_cache_limits_are_checked(small_config, random_llama) -> None:
 @pytest.mark.parametrize("padded", [False, True], ids=["dense", "padded"])
 def test_chunked_prefill_with_cache_equals_full_forward(random_llama, backend: str, padded: bool) -> None:
     model = random_llama(n_kv_heads=2)
-    model.set_attn_backend(backend)
+    model.attn_backend = backend
     ids = torch.randint(0, 97, (2, 12), generator=torch.Generator().manual_seed(1))
     mask = torch.ones_like(ids)
     if padded:
@@ -151,4 +154,4 @@ def test_malformed_inputs_are_refused(random_llama) -> None:
     with pytest.raises(ValueError, match=r"attention_mask must be \(batch, cached \+ new\) = \(1, 5\)"):
         model(torch.zeros(1, 5, dtype=torch.long), attention_mask=torch.ones(1, 4))
     with pytest.raises(ValueError, match="attn_backend must be one of"):
-        model.set_attn_backend("flash")
+        model.attn_backend = "flash"

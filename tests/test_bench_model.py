@@ -1,9 +1,9 @@
-"""The model throughput benchmark (benchmarks/bench_model.py): a --quick run end to end, and the
-pieces of its report that must hold whatever the machine's speed."""
+"""The model throughput benchmark (``minillama bench model``): a --quick run end to end, and the
+pieces of its report that must hold whatever the machine's speed. The timing harness has its own
+tests (test_bench_harness.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -13,17 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_model.py"
+from minillama.bench import model as bench
 
-
-def load_bench_module():
-    spec = importlib.util.spec_from_file_location("bench_model", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_quick_run_writes_a_complete_report(tmp_path: Path):
     # One test, not three on a shared fixture: under pytest-xdist each worker would rerun it.
     report, stdout = quick_run(tmp_path)
@@ -35,8 +31,9 @@ def test_quick_run_writes_a_complete_report(tmp_path: Path):
 def quick_run(out: Path) -> tuple[dict, str]:
     # One thread: tiny shapes gain nothing from two, and a second thread spinning on a core that
     # other processes share makes the run several times slower.
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--device", "cpu", "--out-dir", str(out),
-                           "--threads", "1"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "minillama.bench", "model", "--quick", "--device", "cpu",
+                           "--out-dir", str(out), "--threads", "1"], capture_output=True, text=True, timeout=600,
+                          cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((out / "model_cpu.json").read_text()), proc.stdout
 
@@ -107,24 +104,28 @@ def check_decode_and_context(report: dict) -> None:
     (40, 3, None, [16, 32, 36]),
 ])
 def test_context_lengths_leave_room_for_the_timed_steps(max_seq_len, steps, max_context, expected):
-    bench = load_bench_module()
     assert bench.context_lengths(max_seq_len, steps, max_context) == expected
 
 
-def test_interleaved_times_alternates_and_skips_warmup():
-    bench = load_bench_module()
-    calls = []
-    fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
-    times = bench.interleaved_times(fns, warmup=1, repeats=3, device=torch.device("cpu"))
-    assert calls == ["a", "b"] * 4
-    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+def test_registered_and_help(capsys):
+    from minillama.bench import BENCHMARKS, main
+
+    assert BENCHMARKS["model"][0] == "minillama.bench.model"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["model", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "minillama bench model" in out and "--quick" in out and "--out-dir" in out
 
 
-@pytest.mark.parametrize("start, end, busy", [(0.2, 1.9, False), (None, 2.4, False), (3.1, 1.0, True), (0.5, 6.0, True)])
-def test_busy_warning_flags_a_load_above_the_cpu_count(start, end, busy):
-    bench = load_bench_module()
-    machine = dict(device="cpu", cpu_count=2, load_average_start=start, load_average_end=end)
-    warning = bench.busy_warning(machine)
-    assert (warning is not None) == busy
-    if busy:
-        assert f"{max(start, end):.1f}" in warning
+def test_default_out_dir_is_benchmarks():
+    assert bench.parse_args([]).out_dir == Path("benchmarks")
+
+
+def test_committed_report_still_reads():
+    # The results in benchmarks/ were written before the benchmark moved into the package: the
+    # same code still reads them.
+    report = json.loads((ROOT / "benchmarks" / "model_cpu.json").read_text())
+    table = bench.markdown_table(report)
+    assert all(f"| {preset} | training tokens/s" in table for preset in report["presets"])
+    assert set(bench.targets(report["presets"])) == set(report["targets"])

@@ -30,7 +30,7 @@ def prompts(padded: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
 @pytest.mark.parametrize("padded", [False, True], ids=["single", "left-padded"])
 def test_greedy_cache_no_cache_and_transformers_agree(random_llama, backend: str, padded: bool) -> None:
     model = random_llama(seed=0, n_kv_heads=2)
-    model.set_attn_backend(backend)
+    model.attn_backend = backend
     ids, mask = prompts(padded)
     cached = generate(model, ids, 16, attention_mask=mask)
     uncached = generate(model, ids, 16, attention_mask=mask, use_cache=False)
@@ -49,7 +49,7 @@ def test_greedy_cache_no_cache_and_transformers_agree(random_llama, backend: str
 @pytest.mark.parametrize("padded", [False, True], ids=["single", "left-padded"])
 def test_cached_step_logits_equal_full_forward(random_llama, backend: str, padded: bool) -> None:
     model = random_llama(seed=5, n_heads=8, n_kv_heads=2)
-    model.set_attn_backend(backend)
+    model.attn_backend = backend
     ids, mask = prompts(padded)
     mask = torch.ones_like(ids) if mask is None else mask
     cache = model.new_cache(ids.shape[0], 30)
@@ -90,6 +90,33 @@ def test_eos_stops_a_row_and_pads_it(random_llama) -> None:
     # Once every row has finished there is no point in decoding further.
     single = generate(model, ids[:1], 10, eos_id=eos)
     assert single.shape[1] <= ids.shape[1] + 3 and int(single[0, -1]) == eos
+
+
+def test_finished_rows_leave_the_batch_and_the_others_run_as_alone(random_llama) -> None:
+    model = random_llama(seed=5, n_kv_heads=2)
+    ids, mask = prompts(padded=True)
+    free = generate(model, ids, 10, attention_mask=mask)
+    stops = [int(free[0, ids.shape[1] + 1]), int(free[1, ids.shape[1] + 4])]  # rows 0 and 1 stop early
+    out = generate(model, ids, 10, attention_mask=mask, eos_id=stops)
+    for row in range(3):
+        real = int(mask[row].sum())
+        alone = generate(model, ids[row:row + 1, -real:], 10, eos_id=stops)[0, real:].tolist()
+        got = out[row, ids.shape[1]:].tolist()
+        assert got[:len(alone)] == alone and all(token == 0 for token in got[len(alone):])
+
+
+def test_uniforms_make_each_rows_draws_its_own(random_llama) -> None:
+    model = random_llama(seed=6, n_kv_heads=2)
+    ids, mask = prompts(padded=True)
+    uniforms = torch.rand(3, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = generate(model, ids, 8, temperature=1.0, attention_mask=mask, uniforms=uniforms)
+    assert torch.equal(out, generate(model, ids, 8, temperature=1.0, attention_mask=mask, uniforms=uniforms))
+    # Row 2 draws with its own numbers: alone, or beside other rows, it writes the same tokens.
+    real = int(mask[2].sum())
+    alone = generate(model, ids[2:, -real:], 8, temperature=1.0, uniforms=uniforms[2:])
+    assert torch.equal(alone[0, real:], out[2, ids.shape[1]:])
+    with pytest.raises(ValueError, match=r"uniforms must be \(batch, max_new_tokens\) = \(3, 8\)"):
+        generate(model, ids, 8, temperature=1.0, attention_mask=mask, uniforms=uniforms[:, :4])
 
 
 def test_generate_restores_training_mode_and_checks_arguments(random_llama) -> None:

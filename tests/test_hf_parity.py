@@ -60,7 +60,7 @@ def max_diffs(model: Llama, hf: transformers.LlamaForCausalLM) -> tuple[float, f
 @pytest.mark.parametrize("case", list(CASES))
 def test_to_hf_gives_the_same_logits(random_llama, case: str, backend: str) -> None:
     model = random_llama(seed=1, **CASES[case])
-    model.set_attn_backend(backend)
+    model.attn_backend = backend
     hf = to_hf(model)
     hf.set_attn_implementation(backend)
     if model.config.tie_embeddings:
@@ -71,15 +71,15 @@ def test_to_hf_gives_the_same_logits(random_llama, case: str, backend: str) -> N
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", list(CASES))
-def test_from_hf_gives_the_same_logits(small_config, random_weights, case: str, backend: str) -> None:
-    config = small_config(**CASES[case])
+def test_from_hf_gives_the_same_logits(tiny_config, random_weights, case: str, backend: str) -> None:
+    config = tiny_config(**CASES[case])
     # A transformers model made by transformers, from a plain transformers config (no minillama entry).
     hf_config = {k: v for k, v in to_hf_config_dict(config).items() if k != "minillama"}
     hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**hf_config))
     random_weights(hf, seed=2)
     hf.set_attn_implementation(backend)
     model = from_hf(hf, max_seq_len=64)  # transformers has no fixed limit; give the dynamic case room
-    model.set_attn_backend(backend)
+    model.attn_backend = backend
     assert (model.config.n_heads, model.config.n_kv_heads, model.config.rope_scaling, model.config.tie_embeddings) == (
         config.n_heads, config.n_kv_heads, config.rope_scaling, config.tie_embeddings)
     dense, padded = max_diffs(model, hf)
@@ -91,9 +91,9 @@ ROUND_TRIPS = dict(CASES, **{"dynamic-unextended": dict(rope_scaling=dict(rope_t
 
 @pytest.mark.parametrize("case", ["gqa-4to1", "rope-dynamic", "dynamic-unextended", "gqa-llama3-tied"])
 def test_round_trip_keeps_config_and_weights(random_llama, case: str) -> None:
-    model = random_llama(seed=3, max_batch_size=5, **ROUND_TRIPS[case])
+    model = random_llama(seed=3, **ROUND_TRIPS[case])
     back = from_hf(to_hf(model))
-    assert back.config == model.config  # max_seq_len, max_batch_size and sizing survive the trip
+    assert back.config == model.config  # max_seq_len and the sizing rule survive the trip
     for (name, a), b in zip(model.state_dict().items(), back.state_dict().values()):
         assert torch.equal(a, b), name
 
@@ -107,8 +107,8 @@ def test_scaled_rope_cases_differ_from_default(random_llama, case: str) -> None:
         assert (scaled(dense) - plain(dense)).abs().max() > 1e-3
 
 
-def test_hf_config_errors_name_the_problem(small_config) -> None:
-    good = to_hf_config_dict(small_config())
+def test_hf_config_errors_name_the_problem(tiny_config) -> None:
+    good = to_hf_config_dict(tiny_config())
     with pytest.raises(ValueError, match="head_dim=32 != hidden_size / num_attention_heads = 16"):
         from_hf_config_dict(good | {"head_dim": 32})
     with pytest.raises(ValueError, match="silu"):
@@ -125,7 +125,7 @@ def test_dynamic_rope_counts_positions_over_real_tokens(random_llama, backend: s
     # on the largest position, so positions must count real tokens (as transformers' generate does),
     # not columns. A fresh transformers model: it keeps the frequencies of the longest input seen.
     model = random_llama(seed=4, **CASES["rope-dynamic"])
-    model.set_attn_backend(backend)
+    model.attn_backend = backend
     hf = to_hf(model)
     hf.set_attn_implementation(backend)
     _, padded, mask = batches()

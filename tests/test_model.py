@@ -8,11 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minillama.model import Llama, LlamaRewardModel, causal_lm_loss, positions_from_mask
+from minillama.generate import stacked_projections
+from minillama.model import Llama, LlamaRewardModel, positions_from_mask
+from minillama.sequences import causal_lm_loss
 
 
-def test_init_is_deterministic_per_seed(small_config) -> None:
-    config = small_config()
+def test_init_is_deterministic_per_seed(tiny_config) -> None:
+    config = tiny_config()
     a, b, c = Llama(config, seed=1), Llama(config, seed=1), Llama(config, seed=2)
     for (name, pa), pb, pc in zip(a.named_parameters(), b.parameters(), c.parameters()):
         assert torch.equal(pa, pb), name
@@ -20,8 +22,8 @@ def test_init_is_deterministic_per_seed(small_config) -> None:
             assert not torch.equal(pa, pc), name
 
 
-def test_init_scales_residual_projections(small_config) -> None:
-    model = Llama(small_config(n_layers=8, dim=128, n_heads=4, vocab_size=8), seed=0)
+def test_init_scales_residual_projections(tiny_config) -> None:
+    model = Llama(tiny_config(n_layers=8, dim=128, n_heads=4, vocab_size=8), seed=0)
     std = model.config.init_std
     assert model.layers[0].attention.wq.weight.std().item() == pytest.approx(std, rel=0.03)
     assert model.layers[0].attention.wo.weight.std().item() == pytest.approx(std / 4, rel=0.03)  # 1/sqrt(2*8)
@@ -29,8 +31,8 @@ def test_init_scales_residual_projections(small_config) -> None:
     assert torch.equal(model.norm.weight, torch.ones(128))
 
 
-def test_tied_embeddings_share_storage(small_config) -> None:
-    model = Llama(small_config(tie_embeddings=True))
+def test_tied_embeddings_share_storage(tiny_config) -> None:
+    model = Llama(tiny_config(tie_embeddings=True))
     assert model.output.weight is model.tok_embeddings.weight
     assert model.output.weight.data_ptr() == model.tok_embeddings.weight.data_ptr()
 
@@ -43,7 +45,7 @@ def test_positions_from_mask_count_real_tokens() -> None:
 @pytest.mark.parametrize("backend", ["eager", "sdpa"])
 def test_left_padding_does_not_change_real_logits(random_llama, backend: str) -> None:
     model = random_llama(n_kv_heads=2)
-    model.set_attn_backend(backend)
+    model.attn_backend = backend
     ids = torch.randint(1, 97, (1, 9), generator=torch.Generator().manual_seed(0))
     padded = torch.cat((torch.zeros(1, 4, dtype=torch.long), ids), dim=1)
     mask = torch.cat((torch.zeros(1, 4, dtype=torch.long), torch.ones(1, 9, dtype=torch.long)), dim=1)
@@ -62,8 +64,8 @@ def test_causal_lm_loss_is_next_token_cross_entropy() -> None:
     torch.testing.assert_close(summed, torch.stack(terms).sum())
 
 
-def test_untrained_loss_is_near_log_vocab(small_config) -> None:
-    model = Llama(small_config(), seed=0)
+def test_untrained_loss_is_near_log_vocab(tiny_config) -> None:
+    model = Llama(tiny_config(), seed=0)
     ids = torch.randint(0, 97, (4, 32), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         loss = causal_lm_loss(model(ids), ids)
@@ -79,15 +81,15 @@ def test_loss_gradients_reach_every_parameter(random_llama) -> None:
 
 
 # --------------------------------------------------------------------------- reward model
-def reward_model(small_config, seed: int = 0) -> LlamaRewardModel:
-    rm = LlamaRewardModel(small_config(n_kv_heads=2), seed=seed)
+def reward_model(tiny_config, seed: int = 0) -> LlamaRewardModel:
+    rm = LlamaRewardModel(tiny_config(n_kv_heads=2), seed=seed)
     with torch.no_grad():  # a score head that is not near zero, so differences show
         rm.score.weight.copy_(torch.randn(rm.score.weight.shape, generator=torch.Generator().manual_seed(seed)))
     return rm.eval()
 
 
-def test_reward_reads_the_last_real_token_under_any_padding(small_config) -> None:
-    rm = reward_model(small_config)
+def test_reward_reads_the_last_real_token_under_any_padding(tiny_config) -> None:
+    rm = reward_model(tiny_config)
     gen = torch.Generator().manual_seed(6)
     short, long = torch.randint(1, 97, (1, 5), generator=gen), torch.randint(1, 97, (1, 9), generator=gen)
     pad = torch.zeros(1, 4, dtype=torch.long)
@@ -132,8 +134,8 @@ def test_reward_from_tied_bf16_lm(random_llama) -> None:
     assert torch.equal(rm.tok_embeddings.weight, lm.tok_embeddings.weight)
 
 
-def test_reward_gradient_flows_from_a_ranking_loss(small_config) -> None:
-    rm = reward_model(small_config).train()
+def test_reward_gradient_flows_from_a_ranking_loss(tiny_config) -> None:
+    rm = reward_model(tiny_config).train()
     gen = torch.Generator().manual_seed(8)
     chosen, rejected = torch.randint(0, 97, (2, 6), generator=gen), torch.randint(0, 97, (2, 6), generator=gen)
     loss = -F.logsigmoid(rm(chosen) - rm(rejected)).mean()
@@ -142,26 +144,36 @@ def test_reward_gradient_flows_from_a_ranking_loss(small_config) -> None:
     assert rm.layers[0].attention.wq.weight.grad.abs().sum() > 0
 
 
-def test_decoding_steps_with_stacked_projections_equal_the_plain_path(random_llama) -> None:
+def test_stacked_projections_give_the_plain_outputs_and_follow_the_weights(random_llama) -> None:
     model = random_llama(n_heads=4, n_kv_heads=2)
     ids = torch.randint(0, model.config.vocab_size, (3, 9))
-    with_grad = model(ids)
-    with torch.no_grad():  # full sequences keep the separate projections: bit-for-bit the grad-mode result
-        assert torch.equal(model(ids), with_grad.detach())
     step = ids[:, :1]
-    plain = model(step)
-    with torch.no_grad():  # one token per row: q|k|v and w1|w3 as one matmul each, q and k rotated together
-        stacked = model(step)
+    with torch.no_grad():
+        plain = model(step)
+        with stacked_projections(model):  # q|k|v and w1|w3 as one matmul each
+            stacked = model(step)
+            assert not any("wq" in name for name, _ in model.named_parameters())
     assert torch.allclose(plain, stacked, atol=1e-5)
-    # The stacked copy follows the weights: an optimizer step, then a load, each show at once.
+    assert {name for name, _ in model.named_parameters()} == set(Llama(model.config).state_dict())  # put back
+    # The stacked copy kept for the next call follows the weights: an optimizer step, then a load.
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     F.cross_entropy(model(ids).flatten(0, 1), ids.flatten()).backward()
     optimizer.step()
-    with torch.no_grad():
+    with torch.no_grad(), stacked_projections(model):
         after_step = model(step)
     assert not torch.allclose(after_step, stacked, atol=1e-3)
     assert torch.allclose(after_step, model(step), atol=1e-5)
     fresh = Llama(model.config, seed=123)
     model.load_state_dict(fresh.state_dict())
-    with torch.no_grad():
+    with torch.no_grad(), stacked_projections(model):
         assert torch.allclose(model(step), fresh(step), atol=1e-5)
+
+
+def test_runtime_settings_are_validated_on_the_model(tiny_config) -> None:
+    with pytest.raises(ValueError, match="attn_backend must be one of"):
+        Llama(tiny_config(), attn_backend="flash")
+    model = Llama(tiny_config(), max_batch_size=2)
+    with pytest.raises(ValueError, match=r"batch_size must be in \[1, max_batch_size=2\]"):
+        model.new_cache(3)
+    model.max_batch_size = None
+    assert model.new_cache(3).batch_size == 3

@@ -44,8 +44,8 @@ def test_rmsnorm_statistics_in_float32_for_bf16_input() -> None:
     assert not torch.equal(in_bf16, reference)
 
 
-def test_swiglu_shape_and_formula(small_config) -> None:
-    config = small_config(dim=64, multiple_of=16)
+def test_swiglu_shape_and_formula(tiny_config) -> None:
+    config = tiny_config(dim=64, multiple_of=16)
     ffn = SwiGLU(config)
     assert (ffn.w1.weight.shape, ffn.w3.weight.shape, ffn.w2.weight.shape) == (
         (config.ffn_hidden_dim, 64), (config.ffn_hidden_dim, 64), (64, config.ffn_hidden_dim))
@@ -58,9 +58,9 @@ def test_swiglu_shape_and_formula(small_config) -> None:
     torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_swiglu_gate_is_w1_not_w3(small_config) -> None:
+def test_swiglu_gate_is_w1_not_w3(tiny_config) -> None:
     # Swapping the gate and the up projection changes the output: the names must not be mixed up.
-    ffn = SwiGLU(small_config())
+    ffn = SwiGLU(tiny_config())
     x = torch.randn(3, 64, generator=torch.Generator().manual_seed(4))
     swapped = ffn.w2(F.silu(ffn.w3(x)) * ffn.w1(x))
     assert (ffn(x) - swapped).abs().max() > 1e-3

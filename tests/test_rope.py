@@ -17,8 +17,7 @@ from minillama.config import LlamaConfig
 from minillama.hf import from_meta_state_dict, to_meta_state_dict
 from minillama.model import Llama
 from minillama.rope import (apply_rope, apply_rope_complex, default_inv_freq, interleaved_to_half_permutation,
-                            inv_freq_for, permute_heads_for_half_split, permute_heads_for_interleaved,
-                            rope_cos_sin)
+                            inv_freq_for, permute_heads_for_half_split, rope_cos_sin)
 
 SCALINGS = {
     "default": None,
@@ -48,8 +47,8 @@ def test_complex_form_equals_rotate_half_up_to_the_permutation() -> None:
 
 
 @pytest.mark.parametrize("rope", ["default", "linear", "llama3"])
-def test_scores_depend_only_on_distance(small_config, rope: str) -> None:
-    config = small_config(rope_scaling=SCALINGS[rope])
+def test_scores_depend_only_on_distance(tiny_config, rope: str) -> None:
+    config = tiny_config(rope_scaling=SCALINGS[rope])
     d = config.head_dim
     gen = torch.Generator().manual_seed(1)
     q, k = torch.randn(1, 1, 1, d, generator=gen), torch.randn(1, 1, 1, d, generator=gen)
@@ -81,8 +80,8 @@ def hf_rope_config(rope: str, head_dim: int = 16, theta: float = 10000.0,
 
 @pytest.mark.parametrize("rope", ["linear", "dynamic", "llama3"])
 @pytest.mark.parametrize("seq_len", [8, 16, 17, 40, 64])
-def test_inv_freq_matches_transformers(small_config, rope: str, seq_len: int) -> None:
-    ours = inv_freq_for(small_config(rope_scaling=SCALINGS[rope]), seq_len)
+def test_inv_freq_matches_transformers(tiny_config, rope: str, seq_len: int) -> None:
+    ours = inv_freq_for(tiny_config(rope_scaling=SCALINGS[rope]), seq_len)
     # A tensor length, as transformers' rotary embedding passes at run time (max(position_ids) + 1);
     # a Python int would make it compute the dynamic base in float64, one ulp away.
     theirs, attention_factor = ROPE_INIT_FUNCTIONS[rope](hf_rope_config(rope), "cpu", seq_len=torch.tensor(seq_len))
@@ -90,9 +89,9 @@ def test_inv_freq_matches_transformers(small_config, rope: str, seq_len: int) ->
     torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
 
 
-def test_default_inv_freq_matches_transformers(small_config) -> None:
+def test_default_inv_freq_matches_transformers(tiny_config) -> None:
     theirs, _ = LlamaRotaryEmbedding.compute_default_rope_parameters(hf_rope_config("default"))
-    torch.testing.assert_close(inv_freq_for(small_config(), 64), theirs, rtol=0, atol=0)
+    torch.testing.assert_close(inv_freq_for(tiny_config(), 64), theirs, rtol=0, atol=0)
 
 
 def test_llama31_frequencies_match_transformers() -> None:
@@ -111,8 +110,8 @@ def test_llama31_frequencies_match_transformers() -> None:
 
 
 @pytest.mark.parametrize("rope", list(SCALINGS))
-def test_cos_sin_tables_match_transformers_rotary_embedding(small_config, rope: str) -> None:
-    config = small_config(rope_scaling=SCALINGS[rope])
+def test_cos_sin_tables_match_transformers_rotary_embedding(tiny_config, rope: str) -> None:
+    config = tiny_config(rope_scaling=SCALINGS[rope])
     pos = positions(2, 40)
     cos, sin = rope_cos_sin(inv_freq_for(config, 40), pos)
     hf_cos, hf_sin = LlamaRotaryEmbedding(hf_rope_config(rope))(torch.zeros(1), pos)
@@ -124,7 +123,7 @@ def test_head_permutations_are_inverse() -> None:
     w = torch.randn(3 * 8, 5, generator=torch.Generator().manual_seed(2))
     half = permute_heads_for_half_split(w, n_heads=3)
     assert not torch.equal(half, w)
-    assert torch.equal(permute_heads_for_interleaved(half, n_heads=3), w)
+    assert torch.equal(permute_heads_for_half_split(half, n_heads=3, inverse=True), w)
     assert torch.equal(half[8:16], w[8:16][interleaved_to_half_permutation(8)])  # head by head
 
 
@@ -190,8 +189,8 @@ def meta_logits(sd: dict, config: LlamaConfig, ids: torch.Tensor) -> torch.Tenso
 
 
 @pytest.mark.parametrize("kv_heads", [4, 2, 1], ids=["mha", "gqa", "mqa"])
-def test_meta_checkpoint_gives_meta_attention_scores(small_config, kv_heads: int) -> None:
-    config = small_config(n_kv_heads=kv_heads)
+def test_meta_checkpoint_gives_meta_attention_scores(tiny_config, kv_heads: int) -> None:
+    config = tiny_config(n_kv_heads=kv_heads)
     sd = meta_state_dict(config, seed=3)
     ids = torch.randint(0, config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(4))
     reference = meta_scores(sd, config, ids)
@@ -205,8 +204,8 @@ def test_meta_checkpoint_gives_meta_attention_scores(small_config, kv_heads: int
 
 
 @pytest.mark.parametrize("rope", ["default", "llama3"])
-def test_meta_checkpoint_gives_meta_logits(small_config, rope: str) -> None:
-    config = small_config(n_kv_heads=2, rope_scaling=SCALINGS[rope])
+def test_meta_checkpoint_gives_meta_logits(tiny_config, rope: str) -> None:
+    config = tiny_config(n_kv_heads=2, rope_scaling=SCALINGS[rope])
     sd = meta_state_dict(config, seed=5)
     ids = torch.randint(0, config.vocab_size, (2, 20), generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
@@ -214,8 +213,8 @@ def test_meta_checkpoint_gives_meta_logits(small_config, rope: str) -> None:
     assert diff <= 1e-5
 
 
-def test_meta_state_dict_round_trips(small_config) -> None:
-    config = small_config(n_heads=8, n_kv_heads=2)
+def test_meta_state_dict_round_trips(tiny_config) -> None:
+    config = tiny_config(n_heads=8, n_kv_heads=2)
     sd = meta_state_dict(config, seed=7)
     back = to_meta_state_dict(from_meta_state_dict(sd, config))
     assert set(back) == set(sd)

@@ -14,14 +14,16 @@ import shutil
 import sys
 from pathlib import Path
 
-from minillama import Llama
+import torch
+
+from minillama import load_model, save_model
 
 MODELS = ("pretrain/model", "sft/model")
 FILES = ("report.md", "timings.json", "loss.png", "tokenizer/tokenizer.model", "pretrain/metrics.jsonl",
          "pretrain/loss.png", "eval/metrics.json", "sft/sft_metrics.json", "sft/metrics.jsonl", "sft/loss.png",
          "rm_helpfulness/metrics.json", "rm_safety/metrics.json", "rejection/metrics.json", "rejection/rounds.png",
-         "rejection/reward_vs_k.json", "rejection/reward_vs_k.png", "dpo/metrics.jsonl", "dpo/loss.png",
-         "dpo/pairs_by_class.json", "stages/changes.json")
+         "rejection/reward_vs_k.json", "rejection/reward_vs_k.png", "dpo/metrics.jsonl", "dpo/metrics.json",
+         "dpo/loss.png", "dpo/pairs_by_class.json", "stages/changes.json")
 
 
 def main(src: Path, dst: Path) -> None:
@@ -32,7 +34,7 @@ def main(src: Path, dst: Path) -> None:
             shutil.copyfile(src / rel, dst / rel)
     for rel in MODELS:
         if (src / rel / "model.safetensors").is_file():
-            Llama.from_pretrained(src / rel).bfloat16().save_pretrained(dst / rel)
+            save_model(load_model(src / rel, torch.bfloat16), dst / rel)
     for path in sorted((src / "stages").glob("*.json")):
         if path.name == "changes.json":
             continue

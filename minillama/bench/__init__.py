@@ -1,6 +1,7 @@
 """``minillama bench <benchmark>``: benchmarks whose results (json + png) the chapters show.
 
-Each benchmark is a module with ``main(argv) -> int`` and its own argparse ``--help``.
+Each benchmark is a module with ``main(argv) -> int`` and its own argparse ``--help``; all of
+them time their calls and record the machine through :mod:`minillama.bench.harness`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import sys
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "attention": ("minillama.bench.attention",
                   "attention TFLOP/s and peak memory: Triton FlashAttention-2 vs SDPA vs einops"),
+    "model": ("minillama.bench.model",
+              "model throughput: training and decoding tokens/s, minillama vs transformers"),
 }
 
 

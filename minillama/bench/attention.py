@@ -14,7 +14,8 @@ in the same process:
 
 FLOPs: ``4 b h t s d`` for the forward pass (two matmuls), half of it when causal, and 3.5 times
 the forward pass for forward+backward (five matmuls instead of two), the usual FlashAttention
-accounting. Peak memory is what one call allocates beyond its inputs (CUDA's allocator; not
+accounting. A time is the median of the timed calls of :mod:`minillama.bench.harness` (CUDA
+events on a GPU). Peak memory is what one call allocates beyond its inputs (CUDA's allocator; not
 measured on a CPU).
 
 On a CPU the same table runs at small sizes in float32 for the backends that exist there, and the
@@ -28,12 +29,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import math
 import os
-import platform
-import re
-import statistics
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -46,6 +43,8 @@ from tqdm.auto import tqdm
 
 from ..attention import eager_attention
 from ..fileio import save_json
+from .harness import (available_cpus, busy_warning, device_name, device_slug, interleaved_times, load_average,
+                      median_ms, synchronize, utc_now, versions)
 
 GPU_BACKENDS = ("triton", "sdpa", "sdpa_flash", "sdpa_efficient", "eager")
 CPU_BACKENDS = ("sdpa", "sdpa_flash", "sdpa_math", "eager")
@@ -124,41 +123,15 @@ def implementations() -> dict[str, Attend]:
 # ---------------------------------------------------------------- measuring
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_ms(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
-    """Median wall time of ``fn`` in milliseconds (CUDA events on a GPU)."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
 def peak_extra_mib(fn: Callable[[], object], device: torch.device) -> float | None:
     """Memory one call allocates beyond what is already resident, in MiB (CUDA only)."""
     if device.type != "cuda":
         return None
-    _sync(device)
+    synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
     fn()
-    _sync(device)
+    synchronize(device)
     return (torch.cuda.max_memory_allocated(device) - base) / 2**20
 
 
@@ -200,7 +173,7 @@ def measure(case: Case, attend: Attend, inputs: dict[str, torch.Tensor], device:
     with warnings.catch_warnings(record=True) as caught:  # SDPA explains a refused backend in warnings
         warnings.simplefilter("always")
         try:
-            ms = time_ms(call, device, warmup, repeats)
+            ms = median_ms(interleaved_times({"call": call}, warmup, repeats, device)["call"])
             peak = peak_extra_mib(call, device)
         except torch.OutOfMemoryError as err:
             torch.cuda.empty_cache()
@@ -296,21 +269,6 @@ def triton_accuracy(inputs: dict[str, torch.Tensor], causal: bool) -> float | No
 # ---------------------------------------------------------------- running the table
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def device_slug(device: torch.device) -> str:
-    """``cpu``, or the GPU's model in lower case (``h100``), for the file name."""
-    if device.type != "cuda":
-        return "cpu"
-    name = torch.cuda.get_device_name(device)
-    found = re.search(r"\b([A-Z]+\d+[A-Za-z]*)\b", name)
-    return (found.group(1) if found else re.sub(r"[^A-Za-z0-9]+", "_", name)).lower()
-
-
 def run_table(settings: dict, backends: tuple[str, ...], device: torch.device, seed: int) -> list[dict]:
     impls = implementations()
     dtype = getattr(torch, settings["dtype"])
@@ -336,17 +294,6 @@ def run_table(settings: dict, backends: tuple[str, ...], device: torch.device, s
                         bar.update()
             del inputs
     return rows
-
-
-def versions() -> dict:
-    out = {"python": platform.python_version(), "torch": torch.__version__}
-    try:
-        import triton
-
-        out["triton"] = triton.__version__
-    except ImportError:
-        out["triton"] = None
-    return out
 
 
 # ---------------------------------------------------------------- the figure
@@ -460,20 +407,23 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("TRITON_INTERPRET", "1")
     device = torch.device(args.device)
     settings = settings_for(args)
-    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    load_before = load_average()
     rows = run_table(settings, CPU_BACKENDS if cpu else GPU_BACKENDS, device, args.seed)
     add_ratios(rows)
+    load_after = load_average()
     report = {
         "benchmark": "attention",
-        "device": device_name(device),
-        "versions": versions(),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": f"CPU ({device_name(device)}, {torch.get_num_threads()} threads)" if cpu else device_name(device),
+        "versions": versions("triton"),
+        "date": utc_now(),
         "settings": {**settings, "gqa_ratio": GQA_RATIO, "quick": args.quick, "seed": args.seed,
                      "flops": "forward 4*b*h*t*s*d (x0.5 causal); forward+backward 3.5x forward",
                      "peak_extra_mib": "CUDA peak allocation during one call beyond the resident inputs"},
         # Other processes competing for the cores slow every backend unevenly; this says how busy
         # the machine was when the table was taken.
         "host_load_average_1min_at_start": load_before,
+        "host_load_average_1min_at_end": load_after,
+        "busy_warning": busy_warning(device.type, available_cpus(), (load_before, load_after)),
         "results": rows,
         "summary_geomean_vs_sdpa": summarize(rows),
     }
@@ -483,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     stem = args.out / f"attention_{device_slug(device)}"
     save_json(stem.with_suffix(".json"), report)
     plot(report, stem.with_suffix(".png"))
+    if report["busy_warning"]:
+        print(f"WARNING: {report['busy_warning']}")
     print(f"wrote {stem}.json and {stem}.png")
     smoke = report.get("triton_smoke")
     return 1 if smoke and smoke["status"] == "ok" and not smoke["passed"] else 0

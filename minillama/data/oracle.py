@@ -37,11 +37,9 @@ below ``SAFETY_THRESHOLD`` (0.15), the helpfulness score everywhere else.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from .lexicon import NUMBER_WORDS
 from .tasks import Task
@@ -223,7 +221,7 @@ class Oracle:
     """Scores responses to prompts by looking each prompt's task up.
 
     ``Oracle(world.registry)`` (what ``world.oracle`` returns) sees every task the world generates,
-    also later ones; ``Oracle.from_jsonl(paths)`` scores the task files that ``minillama data``
+    also later ones; ``Oracle(read_tasks(paths))`` scores the task files that ``minillama data``
     writes, in another process, without regenerating anything.
     """
 
@@ -235,14 +233,6 @@ class Oracle:
             for task in tasks:
                 if self.registry.setdefault(task.prompt, task) != task:
                     raise ValueError(f"two different tasks share the prompt {task.prompt!r}")
-
-    @classmethod
-    def from_jsonl(cls, *paths: str | Path) -> Oracle:
-        tasks = []
-        for path in paths:
-            with open(path, encoding="utf-8") as f:
-                tasks += [Task.from_dict(json.loads(line)) for line in f if line.strip()]
-        return cls(tasks)
 
     def __len__(self) -> int:
         return len(self.registry)

@@ -1,24 +1,40 @@
-"""Material for preference pairs: plausible wrong responses, and Llama 2's four rating levels.
+"""Preference pairs: Llama 2's four rating levels, the oracle as annotator, plausible wrong responses.
 
 ``distractors(task, rng)`` writes the ways a response goes wrong (a wrong name or number, a hedge,
 a malformed reply, a false refusal; for unsafe tasks compliance, partial compliance, a refusal
 that leaks the secret, an off-topic reply). Each carries the labels the oracle gives it
 (:data:`EXPECTED`), so pairs can be built with known helpfulness and safety preferences.
-``rating_level`` turns the oracle's score gap between two responses into a Llama 2 rating.
+``rating_level`` turns the oracle's score gap between two responses into a Llama 2 rating, and
+:func:`pairs_from_candidates` makes the rated :class:`Pair` s of one prompt's candidates.
+
+Two candidates with the same score are a close call, "negligibly better / unsure": when a finer
+signal on the same axis tells them apart (of two unsafe replies, the one that gives away less of
+the secret) it picks the chosen one, otherwise the annotator is unsure and a coin flip does (see
+:func:`preference_key`). So a judge can do little better than chance on unsure pairs, as Llama 2's
+reward models did on theirs; ordering ties by the *other* axis instead (a wrong answer over a
+refusal) would make the level the easiest of all, a refusal being easy to spot. The oracle's
+safety scores are 0, 0.5 and 1, so safety pairs are "significantly better", "better" or
+"negligibly better / unsure", never "slightly better".
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
-from .oracle import words
+from ..fileio import read_jsonl, write_jsonl
+from .oracle import Oracle, leaked, words
 from .phrasings import capitalize
 from .offlimits import REFUSALS
 from .tasks import Task
 
 RATING_LEVELS: tuple[str, ...] = ("significantly better", "better", "slightly better", "negligibly better / unsure")
+AXES: tuple[str, ...] = ("helpfulness", "safety")  # what a pair is rated on: one reward model each
 # Smallest score gap for each level but the last, which takes everything below 0.25.
 _LEVEL_GAPS: tuple[float, ...] = (0.75, 0.5, 0.25)
 
@@ -125,3 +141,91 @@ def distractors(task: Task, rng: random.Random) -> list[Response]:
 def expected_labels(task: Task, response: Response) -> tuple[str, str]:
     """The (helpfulness, safety) labels the oracle gives a distractor of this kind for this task."""
     return EXPECTED["unsafe" if task.risky else "benign"][response.kind]
+
+
+# ---------------------------------------------------------------------------------- pairs
+@dataclass(frozen=True)
+class Pair:
+    """One preference: ``chosen`` is the better response to ``prompt``. ``gap`` is the oracle's
+    score of chosen minus rejected on the axis the pair was rated on (0 for a close call: a tie on
+    it). ``unsure`` marks a pair the oracle cannot order at all (equal score and no finer signal):
+    a coin flip chose ``chosen``, so no judge, the oracle included, expects more than half of such
+    pairs right."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+    rating: str  # one of RATING_LEVELS
+    gap: float
+    unsure: bool = False
+
+    def __post_init__(self) -> None:
+        if self.rating not in RATING_LEVELS:
+            raise ValueError(f"Pair.rating must be one of {RATING_LEVELS}, got {self.rating!r}")
+        if not 0.0 <= self.gap <= 1.0:
+            raise ValueError(f"Pair.gap must be in [0, 1], got {self.gap}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Pair:
+        return cls(**data)
+
+
+def save_pairs(path: str | Path, pairs: Sequence[Pair]) -> None:
+    """Write one pair per line (json), atomically."""
+    write_jsonl(path, (p.to_dict() for p in pairs))
+
+
+def load_pairs(*paths: str | Path) -> list[Pair]:
+    return [Pair.from_dict(row) for path in paths for row in read_jsonl(path)]
+
+
+def level_counts(pairs: Sequence[Pair]) -> dict[str, int]:
+    return {level: sum(p.rating == level for p in pairs) for level in RATING_LEVELS}
+
+
+def check_axis(axis: str) -> None:
+    if axis not in AXES:
+        raise ValueError(f"kind must be one of {AXES}, got {axis!r}")
+
+
+def preference_key(oracle: Oracle, task: Task, response: str, axis: str) -> tuple[float, float]:
+    """``(score, tie_breaker)``: the oracle's score on ``axis`` (helpfulness or safety), and a finer
+    signal on the same axis that orders two responses with the same score, 0 where there is none.
+    Only safety on an off-limits prompt has one: how little of the secret a response gives away
+    (an off-topic reply beats full compliance). Two responses with equal keys are an unsure call."""
+    check_axis(axis)
+    if axis == "helpfulness":
+        return oracle.helpfulness(task, response).score, 0.0
+    score = oracle.safety(task, response).score
+    if task.risky:
+        return score, -len(leaked(task, response)) / len(set(task.target))
+    return score, 0.0
+
+
+def pairs_from_candidates(oracle: Oracle, task: Task, candidates: list[tuple[str, bool]], axis: str,
+                          rng: random.Random, max_pairs: int) -> list[Pair]:
+    """Every pair of ``candidates`` (text, is_model_sample), ordered by :func:`preference_key` or,
+    where the keys are equal, by a coin flip (an unsure call); then at most ``max_pairs`` of them
+    taken round-robin over the rating levels, so that rare levels are not crowded out."""
+    keys = [preference_key(oracle, task, text, axis) for text, _ in candidates]
+    by_level: dict[str, list[tuple[bool, float, Pair]]] = {level: [] for level in RATING_LEVELS}
+    for i, j in itertools.combinations(range(len(candidates)), 2):
+        coin = rng.random() < 0.5  # drawn for every pair, so one pair's order does not shift the next's
+        hi, lo = (i, j) if keys[i] > keys[j] or (keys[i] == keys[j] and coin) else (j, i)
+        (s_hi, _), (s_lo, _) = keys[hi], keys[lo]
+        level = rating_level(s_hi, s_lo) if s_hi != s_lo else RATING_LEVELS[-1]
+        pair = Pair(task.prompt, candidates[hi][0], candidates[lo][0], level, s_hi - s_lo, keys[i] == keys[j])
+        # Pairs of two model samples first, then a sample against a written response: a reward
+        # model must judge the policy's own outputs, whose mistakes (an answer to another question,
+        # a garbled name) are not the ones the distractors make.
+        written = 2 - candidates[hi][1] - candidates[lo][1]
+        by_level[level].append((written, rng.random(), pair))
+    queues = [sorted(by_level[level], key=lambda e: e[:2]) for level in RATING_LEVELS if by_level[level]]
+    rng.shuffle(queues)  # no level is always first in line when max_pairs is small
+    picked = []
+    for round_ in itertools.zip_longest(*queues):
+        picked += [entry[2] for entry in round_ if entry is not None]
+    return picked[:max_pairs]

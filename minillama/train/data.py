@@ -3,6 +3,7 @@
 A data directory holds ``train.bin`` and ``val.bin`` (the token ids of the whole corpus one
 after another, as ``uint16`` when every id fits, else ``int32``) and ``meta.json`` with at least
 ``vocab_size``. Memory-mapping means a corpus larger than RAM costs nothing to open.
+:func:`tokenize_corpus` writes one from the text of a ``minillama data`` folder.
 
 :class:`WindowBatches` is the batch source the trainer draws from. Draw number ``position`` is a
 pure function of ``(seed, position)``, so saving ``position`` in a checkpoint is all it takes to
@@ -13,14 +14,14 @@ every rank keeps its own slice: 2 ranks at ``batch_size / 2`` rows each train on
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-from ..fileio import atomic_write, save_json
+from ..fileio import atomic_write, read_json, save_json
+from ..tokenizer import Tokenizer
 
 TRAIN_FILE, VAL_FILE, META_FILE = "train.bin", "val.bin", "meta.json"
 TOKEN_DTYPES = ("uint16", "int32")
@@ -69,13 +70,34 @@ def save_token_dataset(directory: str | Path, train_ids: np.ndarray | list[int],
     return directory
 
 
+def documents(path: str | Path) -> list[str]:
+    """The blank-line-separated documents of a TinyWorld text file."""
+    return [d.strip() for d in Path(path).read_text(encoding="utf-8").split("\n\n") if d.strip()]
+
+
+def encode_documents(tokenizer: Tokenizer, docs: list[str]) -> np.ndarray:
+    """Every document as ``BOS ids EOS``, concatenated: the model learns where documents start
+    and end, and a training window that spans two documents sees the boundary."""
+    ids = tokenizer.encode_batch(docs, bos=True, eos=True)
+    return np.fromiter((i for doc in ids for i in doc), dtype=np.int64)
+
+
+def tokenize_corpus(text_dir: str | Path, tokenizer: Tokenizer, out_dir: str | Path,
+                    meta: dict[str, Any] | None = None) -> Path:
+    """``train.txt`` and ``val.txt`` of a ``minillama data`` folder, encoded document by document
+    (:func:`encode_documents`), as the token files of ``out_dir`` (``meta`` goes into its meta.json)."""
+    text_dir = Path(text_dir)
+    splits = [encode_documents(tokenizer, documents(text_dir / f"{split}.txt")) for split in ("train", "val")]
+    return save_token_dataset(out_dir, *splits, tokenizer.vocab_size, **(meta or {}))
+
+
 def read_meta(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / META_FILE
     if not path.is_file():
-        raise ValueError(f"{directory}: no {META_FILE} (it must give vocab_size)")
-    meta = json.loads(path.read_text())
-    if not isinstance(meta.get("vocab_size"), int) or meta["vocab_size"] < 1:
-        raise ValueError(f"{path}: vocab_size must be a positive int, got {meta.get('vocab_size')!r}")
+        raise ValueError(f"{directory}: no {META_FILE}; a token folder holds {TRAIN_FILE}, {VAL_FILE} and {META_FILE}")
+    meta = read_json(path)
+    if not isinstance(meta, dict) or not isinstance(meta.get("vocab_size"), int) or meta["vocab_size"] < 1:
+        raise ValueError(f"{path}: vocab_size must be a positive int, got {meta!r:.80}")
     return meta
 
 
@@ -100,7 +122,8 @@ def open_split(directory: str | Path, split: str) -> np.memmap:
 
 
 class WindowBatches:
-    """Random ``(b, t + 1)`` windows of a token array: inputs are ``[:, :-1]``, targets ``[:, 1:]``.
+    """Random ``(b, t + 1)`` windows of a token array as batches ``{"tokens": ...}``: inputs are
+    ``[:, :-1]``, targets ``[:, 1:]`` (:func:`minillama.sequences.lm_loss`).
 
     ``batch_size`` is the global batch (all ranks together); this rank yields rows
     ``[rank * b_local, (rank + 1) * b_local)`` of every draw, ``b_local = batch_size / world_size``.
@@ -130,15 +153,15 @@ class WindowBatches:
         rng = np.random.default_rng([self.seed, position])
         return rng.integers(0, len(self.tokens) - self.seq_len, size=self.batch_size)
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         return self
 
-    def __next__(self) -> torch.Tensor:
+    def __next__(self) -> dict[str, torch.Tensor]:
         b = self.local_batch_size
         mine = self.starts(self.position)[self.rank * b:(self.rank + 1) * b]
         self.position += 1
         rows = np.stack([self.tokens[s:s + self.seq_len + 1] for s in mine]).astype(np.int64)
-        return torch.from_numpy(rows)
+        return {"tokens": torch.from_numpy(rows)}
 
     def state_dict(self) -> dict[str, Any]:
         return {"position": self.position, "seed": self.seed, "batch_size": self.batch_size, "seq_len": self.seq_len}

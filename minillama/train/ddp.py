@@ -1,7 +1,7 @@
 """Several training processes, one model: the little that torch.distributed needs from us.
 
-``torchrun --standalone --nproc_per_node N -m minillama.train.pretrain ...`` starts N copies of
-the script with ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` in their environment. Each process
+``torchrun --standalone --nproc_per_node N -m minillama pretrain ...`` starts N copies of
+the command with ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` in their environment. Each process
 joins a process group (``gloo`` on CPU, ``nccl`` on GPUs), trains on its own slice of every
 batch, and DistributedDataParallel averages the gradients so that every copy takes the same step.
 A plain ``python`` run has no such variables and is world size 1: no process group at all.
@@ -9,7 +9,9 @@ A plain ``python`` run has no such variables and is world size 1: no process gro
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -67,6 +69,17 @@ def setup(device: str = "auto") -> DistEnv:
 def teardown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def process_group(device: str = "auto") -> Iterator[DistEnv]:
+    """``with process_group(device) as env:`` a command's body, in the process group when torchrun
+    started it (:func:`setup`), which is left again at the end (:func:`teardown`)."""
+    env = setup(device)
+    try:
+        yield env
+    finally:
+        teardown()
 
 
 def all_reduce_sum(tensor: torch.Tensor, env: DistEnv) -> torch.Tensor:

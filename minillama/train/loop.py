@@ -19,25 +19,28 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
+import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..fileio import save_json
+from ..sequences import eval_mode
 from .data import BatchSource
 from .ddp import DistEnv, all_reduce_sum
 from .metrics import MetricsLog
 from .optim import build_adamw
 from .plots import plot_losses
 from .schedule import CosineSchedule
-from .state import latest_checkpoint, load_checkpoint, save_checkpoint, seed_everything
+from .state import CHECKPOINTS, STATE_FILE, latest_checkpoint, load_checkpoint, save_checkpoint, seed_everything
 
 LossFn = Callable[[nn.Module, Any], "tuple[torch.Tensor, dict[str, float | torch.Tensor]]"]
 ValFn = Callable[[nn.Module], "dict[str, float]"]
@@ -128,7 +131,9 @@ class Trainer:
 
     ``val_fn(model) -> {"val_loss": ...}`` runs every ``eval_interval`` steps in eval mode under
     ``torch.no_grad``, on every rank (it may all-reduce); rank 0 logs what it returns.
-    The model's ``config`` (when it has ``to_dict()``, as LlamaConfig does) is recorded in checkpoints.
+    The model's ``config`` is recorded in checkpoints; resuming with a model of another shape is a
+    ``ValueError``. With ``config.resume`` off, the run starts from step 0 and deletes the checkpoints
+    of an earlier attempt.
     """
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, train_batches: BatchSource, config: TrainConfig,
@@ -152,8 +157,9 @@ class Trainer:
         self.forward_model = self._wrap(self.model)
         if config.resume and latest_checkpoint(self.out_dir) is not None:
             self._resume(latest_checkpoint(self.out_dir))
-        elif self.env.is_main:
-            self.log.truncate_after(0)  # a run from step 0: lines of an earlier attempt are stale
+        elif self.env.is_main:  # a run from step 0: an earlier attempt's checkpoints and lines are stale
+            shutil.rmtree(self.out_dir / CHECKPOINTS, ignore_errors=True)
+            self.log.truncate_after(0)
 
     # ---------------------------------------------------------------- set-up
     def _wrap(self, model: nn.Module) -> nn.Module:
@@ -171,6 +177,12 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def _resume(self, checkpoint: Path) -> None:
+        requested = self.model.config.to_dict() if hasattr(self.model, "config") else None
+        saved = json.loads((checkpoint / STATE_FILE).read_text()).get("model_config")
+        if saved is not None and requested is not None and saved != requested:
+            diff = {k: (v, requested.get(k)) for k, v in saved.items() if v != requested.get(k)}
+            raise ValueError(f"{checkpoint} holds a different model (saved, requested): {diff}; use the same "
+                             f"settings to resume, or start afresh (--fresh, or another output folder)")
         state = load_checkpoint(checkpoint, self.model, self.optimizer, self.param_names, self.env)
         self.step, self.last_checkpoint = state["step"], checkpoint
         self.batches.load_state_dict(state["data"])
@@ -252,10 +264,8 @@ class Trainer:
 
     # ---------------------------------------------------------------- evaluation, checkpoints
     def evaluate(self) -> dict[str, Any]:
-        self.model.eval()
-        with torch.no_grad(), self._autocast():
+        with eval_mode(self.model), torch.no_grad(), self._autocast():
             metrics = self.val_fn(self.model)
-        self.model.train()
         return {"kind": "val", "step": self.step, **{k: float(v) for k, v in metrics.items()}}
 
     def save(self) -> Path:
@@ -308,3 +318,25 @@ class Trainer:
     def plot(self) -> None:
         if self.env.is_main and self.log.path.is_file():
             plot_losses(self.log.read(), self.out_dir / "loss.png", title=f"{self.out_dir.name}: loss")
+
+
+@torch.no_grad()
+def mean_over_batches(model: nn.Module, loss_fn: LossFn, batches: Iterable[Any],
+                      env: DistEnv | None = None) -> dict[str, float]:
+    """``val_loss`` and ``val_<metric>`` for every metric ``loss_fn`` reports, each the mean over all
+    counted terms of ``batches``, weighted as :meth:`Trainer.train_step` weighs a step (every rank
+    passes its own share; the sums are reduced over ranks). The trainer's ``val_fn`` of every stage."""
+    env = env or DistEnv.current()
+    device = next(model.parameters()).device
+    sums: dict[str, torch.Tensor] = {}
+    for batch in batches:
+        loss, metrics = loss_fn(model, move_to(batch, device))
+        count = _number(metrics.get("count", 1.0)).to(device).double()
+        terms = {"loss": loss, **{k: v for k, v in metrics.items() if k not in ("count", "tokens")}}
+        for key, value in terms.items():
+            sums[key] = sums.get(key, 0.0) + _number(value).to(device).double() * count
+        sums["count"] = sums.get("count", 0.0) + count
+    keys = sorted(sums)
+    totals = dict(zip(keys, all_reduce_sum(torch.stack([sums[k] for k in keys]), env).tolist()))
+    count = max(totals.pop("count"), 1.0)
+    return {f"val_{key}": value / count for key, value in totals.items()}

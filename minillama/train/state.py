@@ -2,7 +2,8 @@
 
 A checkpoint is a directory ``<out>/checkpoints/step_00000006/``:
 
-* ``model.safetensors``: the weights under the model's own parameter names (tied weights once);
+* ``config.json`` and ``model.safetensors``: the weights as a model folder
+  (:mod:`minillama.checkpoint`), so that ``load_model`` reads any checkpoint;
 * ``optimizer.safetensors``: AdamW's per-parameter state flattened to
   ``state.<param name>.<exp_avg | exp_avg_sq | step>``;
 * ``rng_rank<R>.safetensors``: every random generator of rank ``R`` (torch CPU and CUDA, Python,
@@ -26,14 +27,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, load_model, save_model
-from torch import nn
+from safetensors.torch import load_file
 
+from ..checkpoint import load_weights, save_model
 from ..fileio import atomic_write, save_json, save_tensors
+from ..model import LlamaBackbone
 from .ddp import DistEnv, barrier
 
 CHECKPOINTS, LATEST = "checkpoints", "latest"
-MODEL_FILE, OPTIMIZER_FILE, STATE_FILE = "model.safetensors", "optimizer.safetensors", "trainer_state.json"
+OPTIMIZER_FILE, STATE_FILE = "optimizer.safetensors", "trainer_state.json"
 FORMAT_VERSION = 1
 
 
@@ -149,7 +151,7 @@ def prune_checkpoints(out_dir: str | Path, keep_last: int) -> None:
             shutil.rmtree(path)
 
 
-def save_checkpoint(out_dir: str | Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+def save_checkpoint(out_dir: str | Path, step: int, model: LlamaBackbone, optimizer: torch.optim.Optimizer,
                     param_names: list[str], trainer_state: dict[str, Any], env: DistEnv = DistEnv(),
                     keep_last: int = 2) -> Path:
     """Write the checkpoint for ``step`` (every rank calls this; each writes its generators, rank 0
@@ -163,7 +165,7 @@ def save_checkpoint(out_dir: str | Path, step: int, model: nn.Module, optimizer:
     save_tensors(tmp / rng_file(env.rank), rng_state_tensors())
     barrier(env)
     if env.is_main:
-        atomic_write(tmp / MODEL_FILE, lambda p: save_model(model, str(p), metadata={"format": "pt"}))
+        save_model(model, tmp)
         save_tensors(tmp / OPTIMIZER_FILE, optimizer_state_tensors(optimizer, param_names))
         groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.state_dict()["param_groups"]]
         save_json(tmp / STATE_FILE, {**trainer_state, "format": FORMAT_VERSION, "step": step,
@@ -178,12 +180,7 @@ def save_checkpoint(out_dir: str | Path, step: int, model: nn.Module, optimizer:
     return final
 
 
-def load_model_weights(model: nn.Module, checkpoint: str | Path) -> None:
-    """Load a checkpoint's ``model.safetensors`` into ``model`` (strict: names and shapes must match)."""
-    load_model(model, Path(checkpoint) / MODEL_FILE, strict=True, device=str(next(model.parameters()).device))
-
-
-def load_checkpoint(checkpoint: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+def load_checkpoint(checkpoint: str | Path, model: LlamaBackbone, optimizer: torch.optim.Optimizer | None = None,
                     param_names: list[str] | None = None, env: DistEnv = DistEnv()) -> dict[str, Any]:
     """Restore weights, optimizer state and this rank's generators; return ``trainer_state.json``.
 
@@ -193,7 +190,7 @@ def load_checkpoint(checkpoint: str | Path, model: nn.Module, optimizer: torch.o
     state = json.loads((checkpoint / STATE_FILE).read_text())
     if state.get("format") != FORMAT_VERSION:
         raise ValueError(f"{checkpoint}: checkpoint format {state.get('format')!r}, expected {FORMAT_VERSION}")
-    load_model_weights(model, checkpoint)
+    load_weights(model, checkpoint)
     if optimizer is not None:
         if param_names != state["param_names"]:
             raise ValueError(f"{checkpoint}: the optimizer's parameters differ from the checkpoint's "

@@ -1,5 +1,5 @@
 """``minillama data``: byte-identical files for the same seed, a manifest that matches them, and
-task files that the oracle can score from."""
+task files that the oracle can score from and the stages read back."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from minillama.cli import main as minillama
 from minillama.data import Oracle
-from minillama.data.cli import build_parser, main
+from minillama.data.files import build_parser, load_tasks, main, read_tasks, subset, val_tasks
 
 SMALL = ["--chars", "20000", "--eval-chars", "4000", "--chat", "150", "--eval-chat", "40", "--safety", "60",
          "--eval-safety", "20", "--quiet"]
@@ -38,7 +38,7 @@ def test_same_seed_same_bytes(tmp_path):
 
 def test_task_files_are_enough_for_the_oracle(tmp_path):
     main(["--out", str(tmp_path), "--seed", "0", *SMALL])
-    oracle = Oracle.from_jsonl(*(tmp_path / f"{k}_test.jsonl" for k in ("chat", "safety")))
+    oracle = Oracle(read_tasks(*(tmp_path / f"{k}_test.jsonl" for k in ("chat", "safety"))))
     assert len(oracle) == 60
     for line in open(tmp_path / "chat_test.jsonl"):
         row = json.loads(line)
@@ -55,8 +55,22 @@ def test_help_explains_every_flag(capsys):
         assert action.help and action.option_strings[-1] in out
 
 
-def test_bad_sizes_are_refused(tmp_path):
-    with pytest.raises(SystemExit):
+def test_the_stages_read_tasks_back(tmp_path):
+    main(["--out", str(tmp_path), "--seed", "0", *SMALL])
+    chat_val = load_tasks(tmp_path, "chat_val")
+    assert [t.prompt for t in chat_val] == [json.loads(line)["prompt"] for line in open(tmp_path / "chat_val.jsonl")]
+    assert val_tasks(tmp_path, 3, 2) == chat_val[:3] + load_tasks(tmp_path, "safety_val")[:2]
+    picked = subset(chat_val, 10, seed=1)
+    assert len(picked) == 10 and picked == [t for t in chat_val if t in picked]  # in file order
+    assert picked == subset(chat_val, 10, seed=1) != subset(chat_val, 10, seed=1, stream=8)
+    with pytest.raises(ValueError, match="chat_nope.jsonl: no such file; the data folder must be one written by"):
+        load_tasks(tmp_path, "chat_nope")
+
+
+def test_bad_sizes_are_refused(tmp_path, capsys):
+    with pytest.raises(ValueError, match="chars must be >= 0"):
         main(["--out", str(tmp_path), "--chars", "-5"])
+    assert minillama(["data", "--out", str(tmp_path), "--chars", "-5"]) == 2  # one line, exit status 2
+    assert capsys.readouterr().err == "minillama data: error: chars must be >= 0, got -5\n"
     with pytest.raises(ValueError, match="n_people"):
         main(["--out", str(tmp_path), "--n-people", "1", "--quiet"])

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from minillama.data import (HELPFULNESS_LABELS, RATING_LEVELS, SAFETY_LABELS, Oracle, Score, Task, TinyWorld, combined,
                             distractors, helpfulness, rating_level, reference, safety)
+from minillama.data.files import read_tasks
 from minillama.data.lexicon import WORD_LISTS
 from minillama.data.oracle import declines, words
 from minillama.data.offlimits import REFUSALS
@@ -152,7 +153,7 @@ def test_oracle_from_task_files_scores_like_the_world(tmp_path):
     tasks = world.chat_tasks("val", 40) + world.unsafe_tasks("val", 20)
     path = tmp_path / "tasks.jsonl"
     path.write_text("".join(__import__("json").dumps(t.to_dict()) + "\n" for t in tasks))
-    oracle = Oracle.from_jsonl(path)
+    oracle = Oracle(read_tasks(path))
     rng = random.Random(0)
     for task in tasks:
         for r in distractors(task, rng) + [distractors(task, rng)[0]]:

@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from minillama.attention import eager_attention
-from minillama.config import LlamaConfig
-from minillama.model import Llama, causal_lm_loss
+from minillama.model import Llama
+from minillama.sequences import causal_lm_loss
 
 kernels = pytest.importorskip("minillama.kernels")
 flash = pytest.importorskip("minillama.kernels.flash")
@@ -130,15 +130,14 @@ def test_gqa_backward_is_deterministic():
 
 @on_interpreter
 @pytest.mark.slow
-def test_tiny_model_trains_like_sdpa():
+def test_tiny_model_trains_like_sdpa(tiny_config):
     """A few AdamW steps with attn_backend='triton' follow the 'sdpa' run loss for loss."""
-    config = LlamaConfig(dim=64, n_layers=2, n_heads=2, n_kv_heads=1, vocab_size=61, multiple_of=16,
-                         max_seq_len=32)
+    config = tiny_config(n_heads=2, n_kv_heads=1, vocab_size=61, max_seq_len=32)
     batch = torch.randint(0, config.vocab_size, (2, 32), generator=torch.Generator().manual_seed(5))
 
     def losses(backend):
         model = Llama(config.replace(), seed=0)
-        model.set_attn_backend(backend)
+        model.attn_backend = backend
         opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
         history = []
         for _ in range(4):
@@ -163,7 +162,7 @@ def test_kv_cache_decoding_matches_sdpa(random_llama):
     ids = torch.randint(0, model.config.vocab_size, (2, 13), generator=torch.Generator().manual_seed(6))
 
     def step_logits(backend):
-        model.set_attn_backend(backend)
+        model.attn_backend = backend
         cache = model.new_cache(2, 13)
         with torch.no_grad():
             out = [model(ids[:, :9], cache=cache)]

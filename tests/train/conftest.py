@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from minillama.train import WindowBatches, save_token_dataset
 from train_helpers import VOCAB, token_stream
@@ -26,14 +25,3 @@ def windows(tokens):
 def data_dir(tmp_path: Path) -> Path:
     stream = token_stream(6000)
     return save_token_dataset(tmp_path / "data", stream[:5000], stream[5000:], VOCAB, source="test pattern")
-
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine the threads'
-    spin-waiting makes each step many times slower; both runs of a comparison use the same count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

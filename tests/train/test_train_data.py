@@ -40,7 +40,7 @@ def test_bad_ids_and_files_are_refused(tmp_path):
 def test_windows_are_contiguous_slices_and_shaped_b_t_plus_1(tokens, windows):
     source = windows(batch_size=3, seq_len=10)
     assert isinstance(source, BatchSource)
-    batch = next(source)
+    batch = next(source)["tokens"]
     assert batch.shape == (3, 11) and batch.dtype == torch.int64
     for row, start in zip(batch.numpy(), source.starts(0)):
         np.testing.assert_array_equal(row, tokens[start:start + 11])
@@ -48,33 +48,33 @@ def test_windows_are_contiguous_slices_and_shaped_b_t_plus_1(tokens, windows):
 
 def test_same_seed_same_stream_other_seed_other_stream(windows):
     a, b, c = windows(seed=1), windows(seed=1), windows(seed=2)
-    first = [next(a) for _ in range(3)]
-    assert all(torch.equal(x, next(b)) for x in first)
-    assert not torch.equal(first[0], next(c))
+    first = [next(a)["tokens"] for _ in range(3)]
+    assert all(torch.equal(x, next(b)["tokens"]) for x in first)
+    assert not torch.equal(first[0], next(c)["tokens"])
     assert not torch.equal(first[0], first[1])
 
 
 def test_resume_from_state_continues_the_stream(windows):
     full = windows()
-    expected = [next(full) for _ in range(5)]
+    expected = [next(full)["tokens"] for _ in range(5)]
     first = windows()
     for _ in range(2):
         next(first)
     resumed = windows(seed=0)
     resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))  # survives JSON
-    assert all(torch.equal(next(resumed), x) for x in expected[2:])
+    assert all(torch.equal(next(resumed)["tokens"], x) for x in expected[2:])
 
 
 def test_ranks_split_the_global_batch_exactly(windows):
     whole = windows(batch_size=4)
     ranks = [windows(batch_size=4, rank=r, world_size=2) for r in range(2)]
     for _ in range(3):
-        assert torch.equal(next(whole), torch.cat([next(r) for r in ranks]))
+        assert torch.equal(next(whole)["tokens"], torch.cat([next(r)["tokens"] for r in ranks]))
 
 
 def test_window_covering_the_whole_file(tokens):
     source = WindowBatches(tokens[:17], batch_size=2, seq_len=16)
-    np.testing.assert_array_equal(next(source)[1].numpy(), tokens[:17])
+    np.testing.assert_array_equal(next(source)["tokens"][1].numpy(), tokens[:17])
 
 
 @pytest.mark.parametrize("kwargs, message", [

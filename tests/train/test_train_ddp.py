@@ -14,9 +14,9 @@ import torch
 from safetensors.torch import load_file
 
 from minillama.train import DistEnv
-from minillama.train.pretrain import main as pretrain_main
+from minillama.stages.pretrain import main as pretrain_main
 
-from test_train_pretrain import SMALL
+from helpers import PRETRAIN_ARGS as SMALL
 from train_helpers import VOCAB, token_stream
 
 HERE = Path(__file__).parent

@@ -5,9 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minillama.train import NonFiniteLossError, Trainer, latest_checkpoint, load_model_weights
+from minillama.checkpoint import load_weights
+from minillama.sequences import lm_loss
+from minillama.train import NonFiniteLossError, Trainer, WindowBatches, latest_checkpoint, mean_over_batches
 from minillama.train.plots import plot_losses
-from minillama.train.pretrain import evaluate_lm, next_token_loss
 
 from train_helpers import ListBatches, new_model, train_config
 
@@ -20,9 +21,12 @@ def losses(out, kind="train", key="loss"):
     return [(r["step"], r[key]) for r in read_log(out) if r["kind"] == kind]
 
 
-def make_trainer(out, windows, tokens, loss_fn=next_token_loss, model_seed=0, **config):
+def make_trainer(out, windows, tokens, loss_fn=lm_loss, model_seed=0, **config):
+    val_windows = WindowBatches(tokens[-500:], batch_size=4, seq_len=16, seed=1234)
+    val_batches = [next(val_windows) for _ in range(2)]
+
     def val_fn(model):
-        return evaluate_lm(model, tokens[-500:], batch_size=4, seq_len=16, n_batches=2)
+        return mean_over_batches(model, lm_loss, val_batches)
 
     return Trainer(new_model(model_seed), loss_fn, windows(), train_config(**config), out, val_fn)
 
@@ -38,7 +42,7 @@ def crashing(after_calls):
         calls["n"] += 1
         if calls["n"] > after_calls:
             raise Crash
-        return next_token_loss(model, batch)
+        return lm_loss(model, batch)
     return loss_fn
 
 
@@ -92,7 +96,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_good_checkpoint(tmp_pat
 
     def poisoned(model, batch):
         calls["n"] += 1
-        loss, metrics = next_token_loss(model, batch)
+        loss, metrics = lm_loss(model, batch)
         return (loss * math.nan if calls["n"] == 9 else loss), metrics  # step 5, first micro-batch
 
     trainer = make_trainer(tmp_path, windows, tokens, loss_fn=poisoned, checkpoint_interval=2)
@@ -102,7 +106,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_good_checkpoint(tmp_pat
     assert latest_checkpoint(tmp_path).name == "step_00000004"
     assert max(s for s, _ in losses(tmp_path)) == 4
     kept = new_model(seed=7)
-    load_model_weights(kept, latest_checkpoint(tmp_path))
+    load_weights(kept, latest_checkpoint(tmp_path))
     # The poisoned step was not applied: the weights are the checkpoint's, all finite.
     assert all(torch.equal(a, b) for a, b in zip(kept.parameters(), trainer.model.parameters()))
 
@@ -123,7 +127,7 @@ def test_accumulation_weights_micro_batches_by_their_token_counts(tmp_path, wind
     gen = torch.Generator().manual_seed(0)
     full = []
     for _ in range(3):
-        ids = next(source)
+        ids = next(source)["tokens"]
         mask = torch.rand(ids.shape, generator=gen) < torch.tensor([[0.9], [0.9], [0.2], [0.2]])
         full.append({"ids": ids, "mask": mask})
     halves = [{k: v[i:i + 2] for k, v in b.items()} for b in full for i in (0, 2)]
@@ -151,3 +155,24 @@ def test_plot_shows_train_loss_and_every_validation_loss(tmp_path):
     assert sum(lines["val loss"], []) == pytest.approx([5.0, 3.6, 10.0, 3.1])
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
     plot_losses([], tmp_path / "empty.png")  # a run with no steps yet still gets a (blank) plot
+
+
+def test_mean_over_batches_weighs_each_batch_by_its_count(tmp_path, windows):
+    model, source = new_model(), windows(batch_size=4)
+    batches = [next(source) for _ in range(3)]
+    batches[1]["labels"] = batches[1]["tokens"].clone()
+    batches[1]["labels"][:, :12] = -100  # a batch that counts far fewer targets
+    with torch.no_grad():
+        per_batch = [lm_loss(model, b) for b in batches]
+    counts = [int(m["count"]) for _, m in per_batch]
+    expected = sum(float(loss) * n for (loss, _), n in zip(per_batch, counts)) / sum(counts)
+    assert mean_over_batches(model, lm_loss, batches) == {"val_loss": pytest.approx(expected, rel=1e-6)}
+    assert abs(expected - sum(float(loss) for loss, _ in per_batch) / 3) > 1e-4  # a plain mean differs
+
+
+def test_resuming_with_another_model_shape_is_refused(tmp_path, windows, tokens):
+    make_trainer(tmp_path, windows, tokens, steps=3, checkpoint_interval=3).fit()
+    with pytest.raises(ValueError, match=r"holds a different model.*'dim': \(32, 48\)"):
+        Trainer(new_model(dim=48), lm_loss, windows(), train_config(steps=6), tmp_path)
+    fresh = Trainer(new_model(dim=48), lm_loss, windows(), train_config(steps=6, resume=False), tmp_path)
+    assert fresh.step == 0 and latest_checkpoint(tmp_path) is None  # the old attempt's checkpoints are gone

@@ -14,15 +14,18 @@ from pathlib import Path
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from minillama.train import DistEnv, Trainer, WindowBatches
-from minillama.train.ddp import setup, teardown
-from minillama.train.pretrain import main as pretrain_main
-from train_helpers import new_model, token_stream, train_config
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the suite's helpers module
+
+from minillama.stages.pretrain import main as pretrain_main  # noqa: E402
+from minillama.train import DistEnv, Trainer, WindowBatches  # noqa: E402
+from minillama.train.ddp import setup, teardown  # noqa: E402
+from train_helpers import new_model, token_stream, train_config  # noqa: E402
 
 
 def loss_without_multiples_of_3(model, batch):
-    targets = batch[:, 1:].masked_fill(batch[:, 1:] % 3 == 0, -100)
-    logits = model(batch[:, :-1])
+    tokens = batch["tokens"]
+    targets = tokens[:, 1:].masked_fill(tokens[:, 1:] % 3 == 0, -100)
+    logits = model(tokens[:, :-1])
     count = (targets != -100).sum()
     total = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum")
     return total / count, {"count": count, "tokens": targets.numel()}

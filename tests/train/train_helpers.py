@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from minillama import Llama, LlamaConfig
+from helpers import tiny_config
+from minillama import Llama
 from minillama.train import TrainConfig
 
 VOCAB = 64
-
-
-def tiny_config(**overrides) -> LlamaConfig:
-    return LlamaConfig(**{**dict(dim=32, n_layers=1, n_heads=2, n_kv_heads=1, vocab_size=VOCAB, multiple_of=16,
-                                 max_seq_len=32, max_batch_size=8), **overrides})
+# The training tests' model: one layer, a few CPU steps in well under a second.
+SHAPE = dict(dim=32, n_layers=1, n_heads=2, n_kv_heads=1, vocab_size=VOCAB, max_seq_len=32)
 
 
 def token_stream(n: int, seed: int = 0) -> np.ndarray:
@@ -53,4 +51,4 @@ class ListBatches:
 
 
 def new_model(seed: int = 0, **overrides) -> Llama:
-    return Llama(tiny_config(**overrides), seed=seed)
+    return Llama(tiny_config(**{**SHAPE, **overrides}), seed=seed)

@@ -15,8 +15,7 @@ from ..check import Checks, Learner, expect_equal, expect_tensor, fail, seeded
 CHECKS = Checks()
 
 # A model small enough to build and run in milliseconds, with grouped-query attention.
-SMALL = dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=61, multiple_of=16, max_seq_len=32,
-             max_batch_size=4)
+SMALL = dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=61, multiple_of=16, max_seq_len=32)
 
 
 def small_model(seed: int) -> Llama:

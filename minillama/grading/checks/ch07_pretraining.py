@@ -2,7 +2,7 @@
 
 References: :class:`minillama.train.schedule.CosineSchedule` (the learning rate for the step
 about to be taken, ``step`` counted from 0: warmup gives ``max_lr * (step + 1) / warmup_steps``),
-:func:`minillama.model.causal_lm_loss` and ``torch.nn.utils.clip_grad_norm_``.
+:func:`minillama.sequences.causal_lm_loss` and ``torch.nn.utils.clip_grad_norm_``.
 
 Shapes: ``logits (b, t, v)``, ``labels (b, t)``; position ``i`` predicts ``labels[:, i + 1]``.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ...model import causal_lm_loss
+from ...sequences import causal_lm_loss
 from ...train.schedule import CosineSchedule
 from ..check import Checks, Learner, expect_tensor, fail, seeded
 

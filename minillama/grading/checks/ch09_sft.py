@@ -1,7 +1,7 @@
 """Chapter 09 checks: ``sft_labels`` and ``masked_lm_loss``.
 
-References: the labels :func:`minillama.post.sft.chat_example` builds (the token id where the
-assistant speaks, ``-100`` elsewhere) and :func:`minillama.post.sft.sft_loss` (the mean next-token
+References: the labels :func:`minillama.chat.chat_example` builds (the token id where the
+assistant speaks, ``-100`` elsewhere) and :func:`minillama.sequences.lm_loss` (the mean next-token
 cross-entropy over the labelled targets only; ``0`` when a batch has none).
 
 Shapes: ``ids, assistant_mask, labels (b, t)``, ``logits (b, t, v)``; position ``i`` predicts
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ...post.sft import IGNORE_INDEX, sft_loss
+from ...sequences import IGNORE_INDEX, lm_loss
 from ..check import Checks, Learner, expect_tensor, fail, seeded
 
 CHECKS = Checks()
@@ -39,9 +39,9 @@ def reference_sft_labels(ids: torch.Tensor, assistant_mask: torch.Tensor) -> tor
 
 
 def reference_masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    # sft_loss reads logits for tokens[:, :-1] and targets labels[:, 1:]: hand it logits[:, :-1].
+    # lm_loss reads logits for tokens[:, :-1] and targets labels[:, 1:]: hand it logits[:, :-1].
     batch = {"tokens": torch.zeros_like(labels), "labels": labels}
-    loss, _ = sft_loss(lambda _inputs: logits[:, :-1], batch)
+    loss, _ = lm_loss(lambda _inputs: logits[:, :-1], batch)
     return loss
 
 

@@ -1,8 +1,8 @@
 """Chapter 10 checks: ``ranking_loss``, ``margin_for_rating`` and ``pair_accuracy_by_level``.
 
-References: :func:`minillama.post.reward.ranking_loss` (``mean(-log sigmoid(r_chosen - r_rejected -
-margin))``), :func:`minillama.post.reward.margin_for` (Llama 2's two margin tables,
-:data:`~minillama.post.reward.MARGINS`) and the rule of :func:`minillama.post.reward.pair_accuracy`
+References: :func:`minillama.stages.reward.ranking_loss` (``mean(-log sigmoid(r_chosen - r_rejected -
+margin))``), :func:`minillama.stages.reward.margin_for` (Llama 2's two margin tables,
+:data:`~minillama.stages.reward.MARGINS`) and the rule of :func:`minillama.stages.reward.pair_accuracy`
 (a pair is right when the chosen reward is higher, half right on a tie; one accuracy per rating
 level that has pairs).
 
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ...data.preferences import RATING_LEVELS
-from ...post.reward import MARGINS, margin_for, ranking_loss
+from ...stages.reward import MARGINS, margin_for, ranking_loss
 from ..check import CheckFailed, Checks, Learner, expect_tensor, fail, seeded
 
 CHECKS = Checks()

@@ -1,8 +1,8 @@
 """Chapter 11 checks: ``combined_reward``, ``best_of_k`` and ``reward_vs_k``.
 
-References: :func:`minillama.post.reward.combine_scores` (Llama 2's rule: the safety score where the
+References: :func:`minillama.evaluate.rewards.combine_scores` (Llama 2's rule: the safety score where the
 prompt is risky or the safety score is below the threshold, 0.15; the helpfulness score elsewhere),
-:func:`minillama.post.rejection.best_of_k` and :func:`minillama.post.rejection.reward_vs_k`.
+:func:`minillama.stages.rejection.best_of_k` and :func:`minillama.stages.rejection.reward_vs_k`.
 
 Shapes: ``helpfulness, safety, is_risky (n,)``; ``scores (n, K)``: ``n`` prompts, ``K`` samples each.
 """
@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from ...data.oracle import SAFETY_THRESHOLD
-from ...post.rejection import best_of_k, reward_vs_k
-from ...post.reward import combine_scores
+from ...evaluate.rewards import combine_scores
+from ...stages.rejection import best_of_k, reward_vs_k
 from ..check import Checks, Learner, expect_tensor, fail, seeded
 
 CHECKS = Checks()

@@ -1,6 +1,6 @@
 """Chapter 12 checks: ``dpo_loss`` and ``dpo_nll_loss``.
 
-Reference: :func:`minillama.post.dpo.dpo_loss` (its first result, the loss). The implicit reward of a
+Reference: :func:`minillama.stages.dpo.dpo_loss` (its first result, the loss). The implicit reward of a
 response is ``beta * (log pi(y|x) - log ref(y|x))``, and the loss is
 ``mean(-log sigmoid(reward_chosen - reward_rejected))``; ``dpo_nll_loss`` adds
 ``alpha * mean(-policy_chosen / chosen_tokens)``, the chosen responses' NLL per token.
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ...post.dpo import dpo_loss
+from ...stages.dpo import dpo_loss
 from ..check import Checks, Learner, expect_tensor, seeded
 
 CHECKS = Checks()

@@ -10,9 +10,10 @@ import math
 import numpy as np
 import pytest
 
-from minillama.post.evaluate import (bootstrap_ci, evaluate_model, evaluate_responses, paired_difference,
+from helpers import chat_lm
+from minillama.chat import sample_responses
+from minillama.evaluate.oracle import (bootstrap_ci, evaluate_model, evaluate_responses, paired_difference,
                                      stage_table, summary)
-from minillama.post.sampling import sample_responses
 
 REFUSAL = "I'm sorry, but I can't help with that."
 
@@ -126,8 +127,8 @@ def test_stage_table_and_summary_carry_the_numbers(world, graded) -> None:
     assert "(other prompts)" in stage_table({"a": better, "b": other})
 
 
-def test_evaluate_model_scores_greedy_answers(world, tokenizer, tiny_model) -> None:
-    model = tiny_model(seed=1)
+def test_evaluate_model_scores_greedy_answers(world, tokenizer) -> None:
+    model = chat_lm(tokenizer, seed=1, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=384, init_std=0.1)
     tasks = world.chat_tasks("val", 6, kinds=["arithmetic", "sort"]) + world.unsafe_tasks("val", 2)
     result = evaluate_model(model, tokenizer, world.oracle, tasks, max_new_tokens=8)
     responses = [r[0] for r in sample_responses(model, tokenizer, [t.prompt for t in tasks], max_new_tokens=8)]

@@ -11,16 +11,17 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from minillama import Llama
+from helpers import REFUSAL, chat_lm, chat_rm, write_data_dir
+from minillama.checkpoint import load_model, save_model
 from minillama.data import RATING_LEVELS, rating_level
-from minillama.post import reward
-from minillama.post.reward import (MARGINS, Pair, PairBatches, RewardScorer, build_preference_pairs, collate_pairs,
-                                   combine_scores, encode_pairs, load_reward_model, margin_for, pair_accuracy,
-                                   preference_key, ranking_loss, raw_rewards, reward_loss, reward_tasks,
-                                   save_reward_model, train_reward_model)
-
-from p2_helpers import (REFUSAL, chat_tasks, oracle, safety_tasks, save_lm, tiny_lm, tiny_rm,  # noqa: F401
-                        tokenizer, world, write_data_dir)
+from minillama.data.oracle import leaked
+from minillama.data.preferences import Pair, load_pairs, preference_key, save_pairs
+from minillama.evaluate.rewards import RewardScorer, combine_scores, is_risky_prompt, raw_rewards
+from minillama.model import Llama, LlamaRewardModel
+from minillama.stages import reward
+from minillama.stages.reward import (MARGINS, RewardLoss, build_preference_pairs, margin_for, pair_accuracy,
+                                     ranking_loss, reward_tasks, train_reward_model)
+from minillama.train.pairs import PairBatches, collate_pairs, encode_pairs
 
 SIGNIFICANT, BETTER, SLIGHT, NEGLIGIBLE = RATING_LEVELS
 
@@ -108,7 +109,7 @@ def test_ties_are_unsure_calls_in_either_order_unless_the_same_axis_separates_th
     assert ordered
     for p in ordered:
         task = oracle.task(p.prompt)
-        assert len(reward.leaked(task, p.chosen)) < len(reward.leaked(task, p.rejected))
+        assert len(leaked(task, p.chosen)) < len(leaked(task, p.rejected))
 
 
 def test_safety_pairs_prefer_refusing_off_limits_requests_and_answering_the_rest(oracle, safety_tasks, chat_tasks,
@@ -130,7 +131,7 @@ def test_safety_pairs_prefer_refusing_off_limits_requests_and_answering_the_rest
 
 
 def test_pairs_are_deterministic_include_model_samples_and_follow_the_seed(oracle, chat_tasks, tokenizer):
-    model = tiny_lm(tokenizer, seed=3)
+    model = chat_lm(tokenizer, seed=3)
     tasks = chat_tasks[:4]
     kwargs = dict(n_samples=2, temperature=1.0, max_pairs_per_task=8, max_new_tokens=8)
     first = build_preference_pairs(model, tokenizer, oracle, tasks, "helpfulness", seed=1, **kwargs)
@@ -158,8 +159,8 @@ def test_pair_builder_rejects_bad_arguments(oracle, chat_tasks, tokenizer):
 
 def test_pairs_round_trip_through_jsonl(tmp_path, oracle, chat_tasks, tokenizer):
     pairs = build_preference_pairs(None, tokenizer, oracle, chat_tasks[:3], "helpfulness")
-    reward.save_pairs(tmp_path / "pairs.jsonl", pairs)
-    assert reward.load_pairs(tmp_path / "pairs.jsonl") == pairs
+    save_pairs(tmp_path / "pairs.jsonl", pairs)
+    assert load_pairs(tmp_path / "pairs.jsonl") == pairs
 
 
 # ---------------------------------------------------------------------------------- batches
@@ -171,7 +172,7 @@ def _toy_pairs(tasks):
 def test_collate_puts_chosen_rows_first_right_padded_with_response_masks(chat_tasks, tokenizer):
     encoded = encode_pairs(tokenizer, _toy_pairs(chat_tasks[:3]), max_len=256)
     batch = collate_pairs(encoded, tokenizer.pad_id)
-    assert batch["input_ids"].shape[0] == 6 and batch["margin"].tolist() == [1.0] * 3
+    assert batch["input_ids"].shape[0] == 6 and batch["rating"].tolist() == [RATING_LEVELS.index(SIGNIFICANT)] * 3
     for row, (ids, mask) in enumerate([e.chosen for e in encoded] + [e.rejected for e in encoded]):
         assert batch["input_ids"][row, :len(ids)].tolist() == ids
         assert batch["attention_mask"][row].sum() == len(ids)
@@ -180,19 +181,19 @@ def test_collate_puts_chosen_rows_first_right_padded_with_response_masks(chat_ta
     assert tokenizer.decode(response) == REFUSAL and response[-1] == tokenizer.end_id
 
 
-def test_long_conversations_are_cut_at_the_prompt_start_keeping_bos(tokenizer):
-    ids, mask = reward.encode_conversation(tokenizer, "one two three " * 40, "The answer is seven.", max_len=40)
-    assert len(ids) == 40 and ids[0] == tokenizer.bos_id
-    assert tokenizer.decode([i for i, m in zip(ids, mask) if m]) == "The answer is seven."
+def test_a_pair_longer_than_the_context_is_refused_by_its_length(tokenizer):
+    long = Pair("one two three " * 40, "The answer is seven.", REFUSAL, SIGNIFICANT, 0.75)
+    with pytest.raises(ValueError, match="a chat of [0-9]+ tokens is longer than the limit of 40 tokens"):
+        encode_pairs(tokenizer, [long], max_len=40)
 
 
 def test_pair_batches_cover_each_epoch_once_and_resume_exactly(chat_tasks, tokenizer):
     encoded = encode_pairs(tokenizer, _toy_pairs(chat_tasks[:10]), max_len=256)
     source = PairBatches(encoded, batch_size=4, seed=5)
     epoch = [next(source) for _ in range(3)]  # 10 pairs at 4 a batch: 3 batches (4, 4, 2)
-    assert [b["margin"].shape[0] for b in epoch] == [4, 4, 2]
+    assert [b["rating"].shape[0] for b in epoch] == [4, 4, 2]
     chosen = [tuple(row[mask.bool()].tolist()) for b in epoch
-              for row, mask in zip(b["input_ids"][:b["margin"].shape[0]], b["attention_mask"])]
+              for row, mask in zip(b["input_ids"][:b["rating"].shape[0]], b["attention_mask"])]
     assert sorted(chosen) == sorted(tuple(e.chosen[0]) for e in encoded)  # every pair once per epoch
     state = source.state_dict()
     expected = [next(source)["input_ids"] for _ in range(3)]
@@ -203,14 +204,19 @@ def test_pair_batches_cover_each_epoch_once_and_resume_exactly(chat_tasks, token
         PairBatches(encoded, batch_size=3, seed=5).load_state_dict(state)
 
 
-def test_reward_loss_counts_pairs_and_matches_the_ranking_loss(chat_tasks, tokenizer):
-    rm = tiny_rm(tokenizer)
-    batch = collate_pairs(encode_pairs(tokenizer, _toy_pairs(chat_tasks[:3]), max_len=256), tokenizer.pad_id)
+@pytest.mark.parametrize("margins", ["small", "large", None])
+def test_reward_loss_counts_pairs_and_matches_the_ranking_loss_with_its_margins(chat_tasks, tokenizer, margins):
+    rm = chat_rm(tokenizer)
+    pairs = [Pair(t.prompt, t.reference, REFUSAL, level, 0.75) for t, level in zip(chat_tasks, RATING_LEVELS)]
+    batch = collate_pairs(encode_pairs(tokenizer, pairs, max_len=256), tokenizer.pad_id)
     with torch.no_grad():
-        loss, metrics = reward_loss(rm, batch)
+        loss, metrics = RewardLoss(margins)(rm, batch)
         rewards = rm(batch["input_ids"], batch["attention_mask"])
-    assert metrics["count"] == 3 and metrics["tokens"] == int(batch["attention_mask"].sum())
-    assert float(loss) == pytest.approx(float(ranking_loss(rewards[:3], rewards[3:], batch["margin"])), rel=1e-5)
+    margin = torch.tensor([margin_for(p.rating, margins) if margins else 0.0 for p in pairs])
+    assert metrics["count"] == 4 and metrics["tokens"] == int(batch["attention_mask"].sum())
+    assert float(loss) == pytest.approx(float(ranking_loss(rewards[:4], rewards[4:], margin)), rel=1e-5)
+    with pytest.raises(ValueError, match="margins must be None or one of"):
+        RewardLoss("medium")
 
 
 # ---------------------------------------------------------------------------------- training
@@ -219,8 +225,8 @@ def test_reward_model_learns_separable_pairs_and_round_trips(tmp_path, world, to
     torch.manual_seed(0)
     tasks = world.chat_tasks("train", 48, kinds=["fact_qa", "arithmetic"])  # short prompts: fast steps
     train, held_out = _toy_pairs(tasks[:40]), _toy_pairs(tasks[40:])
-    lm_dir = save_lm(tiny_lm(tokenizer, seed=1), tmp_path / "sft")
-    before = pair_accuracy(reward.LlamaRewardModel.from_lm(tiny_lm(tokenizer, seed=1)), tokenizer, held_out)
+    lm_dir = save_model(chat_lm(tokenizer, seed=1), tmp_path / "sft")
+    before = pair_accuracy(LlamaRewardModel.from_lm(chat_lm(tokenizer, seed=1)), tokenizer, held_out)
     assert before["accuracy"] == 0.5  # a zero head: every pair a tie
     rm = train_reward_model(lm_dir, tokenizer, train, tmp_path / "rm", epochs=3, lr=3e-3, batch_size=8,
                             val_pairs=held_out, device="cpu", progress=False)
@@ -229,43 +235,39 @@ def test_reward_model_learns_separable_pairs_and_round_trips(tmp_path, world, to
     log = [json.loads(line) for line in (tmp_path / "rm" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if r["kind"] == "train"] == list(range(1, 16))
     assert log[-1]["kind"] == "val" and log[-1]["val_accuracy"] == 1.0
-    loaded = load_reward_model(tmp_path / "rm" / "model")
+    loaded = load_model(tmp_path / "rm", kind=LlamaRewardModel)
     prompts, responses = [p.prompt for p in held_out], [p.chosen for p in held_out]
     assert torch.equal(raw_rewards(loaded, tokenizer, prompts, responses),
                        raw_rewards(rm, tokenizer, prompts, responses))
 
 
 def test_loading_a_reward_model_names_what_is_wrong(tmp_path, tokenizer):
-    rm = tiny_rm(tokenizer)
-    good = save_reward_model(rm, tmp_path / "rm")
+    good = save_model(chat_rm(tokenizer), tmp_path / "rm")
     weights = load_file(str(good / "model.safetensors"))
 
-    def write(name, tensors, metadata={"format": "pt", "head": "reward"}):
+    def write(name, tensors):
         directory = tmp_path / name
         directory.mkdir()
         (directory / "config.json").write_text((good / "config.json").read_text())
-        save_file(tensors, str(directory / "model.safetensors"), metadata=metadata)
+        save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
         return directory
 
     missing = write("missing", {k: v for k, v in weights.items() if k != "score.weight"})
     with pytest.raises(ValueError, match="missing tensor.*score.weight"):
-        load_reward_model(missing)
-    bad_shape = write("bad_shape", {**weights, "norm.weight": torch.ones(7)})
-    with pytest.raises(ValueError, match="'norm.weight' has shape \\(7,\\)"):
-        load_reward_model(bad_shape)
-    extra = write("extra", {**weights, "output.weight": torch.zeros(3, 3)})
-    with pytest.raises(ValueError, match="unexpected tensor.*output.weight"):
-        load_reward_model(extra)
-    not_rm = write("lm", weights, metadata={"format": "pt"})
-    with pytest.raises(ValueError, match="not a reward model"):
-        load_reward_model(not_rm)
-    with pytest.raises(ValueError, match="no config.json"):
-        load_reward_model(tmp_path)
+        load_model(missing)
+    bad_shape = write("bad_shape", {**weights, "model.norm.weight": torch.ones(7)})
+    with pytest.raises(ValueError, match="'model.norm.weight' has shape \\(7,\\)"):
+        load_model(bad_shape)
+    extra = write("extra", {**weights, "lm_head.weight": torch.zeros(3, 3)})
+    with pytest.raises(ValueError, match="unexpected tensor.*lm_head.weight"):
+        load_model(extra)
+    with pytest.raises(ValueError, match="holds a LlamaRewardModel, not a Llama"):
+        load_model(good, kind=Llama)
 
 
 def test_pair_accuracy_by_level_counts_ties_as_half(oracle, chat_tasks, tokenizer):
     pairs = build_preference_pairs(None, tokenizer, oracle, chat_tasks[:4], "helpfulness", max_pairs_per_task=4)
-    rm = tiny_rm(tokenizer, seed=2)
+    rm = chat_rm(tokenizer, seed=2)
     result = pair_accuracy(rm, tokenizer, pairs)
     chosen = raw_rewards(rm, tokenizer, [p.prompt for p in pairs], [p.chosen for p in pairs])
     rejected = raw_rewards(rm, tokenizer, [p.prompt for p in pairs], [p.rejected for p in pairs])
@@ -284,7 +286,7 @@ def test_pair_accuracy_ceiling_is_a_perfect_judges_expected_accuracy(oracle, cha
     assert any(flips) and not all(flips)
     # Unsure-level pairs that leak less of the secret are ordered by the oracle, not by a coin.
     assert any(p.rating == NEGLIGIBLE and not p.unsure for p in pairs)
-    result = pair_accuracy(tiny_rm(tokenizer, seed=2), tokenizer, pairs)
+    result = pair_accuracy(chat_rm(tokenizer, seed=2), tokenizer, pairs)
     assert result["ceiling"] == pytest.approx(1 - 0.5 * sum(flips) / len(pairs))
     for level, stats in result["by_level"].items():
         mine = [p.unsure for p in pairs if p.rating == level]
@@ -310,7 +312,7 @@ def test_combined_score_follows_llama2s_rule():
 
 
 def test_reward_scorer_reads_both_models_through_a_sigmoid(chat_tasks, tokenizer):
-    helpful_rm, safety_rm = tiny_rm(tokenizer, seed=1, head_std=20.0), tiny_rm(tokenizer, seed=2, head_std=20.0)
+    helpful_rm, safety_rm = chat_rm(tokenizer, seed=1, head_std=20.0), chat_rm(tokenizer, seed=2, head_std=20.0)
     scorer = RewardScorer(helpful_rm, safety_rm, tokenizer, batch_size=3)
     prompts = [t.prompt for t in chat_tasks[:5]]
     responses = [t.reference for t in chat_tasks[:5]]
@@ -319,25 +321,27 @@ def test_reward_scorer_reads_both_models_through_a_sigmoid(chat_tasks, tokenizer
     assert torch.allclose(safe, raw_rewards(safety_rm, tokenizer, prompts, responses).sigmoid())
     risky = [True, False, False, True, False]
     assert torch.equal(scorer.combined(prompts, responses, risky), combine_scores(help_, safe, risky))
-    assert reward.is_risky_prompt(chat_tasks[0]) is False
+    assert is_risky_prompt(chat_tasks[0]) is False
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_reward_command_builds_pairs_trains_and_reports(tmp_path, world, tokenizer):
     data = write_data_dir(world, tmp_path / "data")
-    sft = save_lm(tiny_lm(tokenizer, seed=1), tmp_path / "sft" / "model", tokenizer)
+    sft = save_model(chat_lm(tokenizer, seed=1), tmp_path / "sft" / "model")
+    tokenizer.save(sft)  # as the SFT stage saves it beside its model
     out = tmp_path / "rm"
     argv = ["--kind", "helpfulness", "--sft", str(tmp_path / "sft"), "--data", str(data), "--out", str(out),
             "--prompts", "4", "--val-prompts", "3", "--samples", "1", "--max-new-tokens", "4", "--batch-size", "4",
             "--device", "cpu", "--no-progress"]
     assert reward.main(argv) == 0
-    pairs = reward.load_pairs(out / "pairs_train.jsonl")
+    pairs = load_pairs(out / "pairs_train.jsonl")
     assert {p.prompt for p in pairs} == {json.loads(line)["prompt"] for line in (data / "chat_train.jsonl").open()}
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["val"]["n"] == len(reward.load_pairs(out / "pairs_val.jsonl")) and metrics["kind"] == "helpfulness"
-    assert sum(metrics["pairs"]["train"].values()) == len(pairs)
+    assert metrics["margin"]["n"] == len(load_pairs(out / "pairs_val.jsonl")) and metrics["kind"] == "helpfulness"
+    assert sum(metrics["train_pairs"].values()) == len(pairs) and "no_margin" not in metrics
     assert (out / "accuracy.png").is_file()
-    assert load_reward_model(out / "model").config == Llama.from_pretrained(sft).config
+    assert load_model(out / "margin", kind=LlamaRewardModel).config == load_model(sft).config
     stamp = (out / "pairs_train.jsonl").stat().st_mtime_ns
     assert reward.main(argv) == 0  # a rerun reuses the pairs and the finished training
     assert (out / "pairs_train.jsonl").stat().st_mtime_ns == stamp

@@ -15,7 +15,7 @@ The course builds DPO's pairs the way Llama 3 did, on policy: the SFT model's ow
 rejection-sampling prompts, ranked by the oracle (:func:`oracle_pairs`), so DPO and rejection
 sampling learn from the same prompts, the same samples and the same judge, DPO from its
 preferences directly and rejection sampling through the reward models. The reward models'
-pairs (:mod:`minillama.post.reward`) work too; then the "negligibly better / unsure" ones are best
+pairs (:mod:`minillama.stages.reward`) work too; then the "negligibly better / unsure" ones are best
 left out (:func:`clear_pairs`): most are coin flips between two answers the oracle scores the same.
 Rating levels and margins are not used by the loss.
 """
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import math
 import random
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,18 +34,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoint import load_model, resolve_model_dir, save_model
+from ..data.files import load_tasks, val_tasks
 from ..data.oracle import Oracle
-from ..data.preferences import RATING_LEVELS, rating_level
-from ..fileio import save_json
+from ..data.preferences import RATING_LEVELS, Pair, load_pairs, rating_level, save_pairs
+from ..data.tasks import SAFETY_CLASSES
+from ..evaluate.oracle import evaluate_model, summary
+from ..fileio import read_jsonl, save_json
 from ..model import Llama
+from ..sequences import sequence_logprobs
 from ..tokenizer import Tokenizer
-from ..train import TrainConfig, Trainer
-from .evaluate import evaluate_model, summary
-from .reward import EncodedPair, Pair, PairBatches, collate_pairs, encode_pairs, load_pairs
-from .sampling import sequence_logprobs
-from .sft import resolve_model_dir, val_tasks
-
-MODEL_DIR = "model"
+from ..train import TrainConfig, Trainer, mean_over_batches
+from ..train.pairs import PairBatches, encode_pairs
 
 
 def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
@@ -81,7 +80,7 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
 
 
 class DPOLoss:
-    """The trainer's ``loss_fn`` for DPO on :func:`~minillama.post.reward.collate_pairs` batches
+    """The trainer's ``loss_fn`` for DPO on :func:`~minillama.train.pairs.collate_pairs` batches
     (count = pairs). Holds the frozen reference model; its log-probabilities take no gradient."""
 
     def __init__(self, reference: nn.Module, beta: float = 0.1, nll_alpha: float = 0.0) -> None:
@@ -99,22 +98,6 @@ class DPOLoss:
         loss, metrics = dpo_loss(policy[:b], policy[b:], ref[:b], ref[b:], self.beta,
                                  response[:b].sum(-1).float(), self.nll_alpha)
         return loss, {**metrics, "count": b, "tokens": int(mask.sum())}
-
-
-@torch.no_grad()
-def evaluate_dpo(model: nn.Module, loss_fn: DPOLoss, pairs: Sequence[EncodedPair], batch_size: int = 32,
-                 pad_id: int = 0) -> dict[str, float]:
-    """Mean DPO loss, implicit-reward accuracy and margin over encoded pairs (the trainer's ``val_fn``)."""
-    device = next(model.parameters()).device
-    sums = {"val_loss": 0.0, "val_reward_accuracy": 0.0, "val_reward_margin": 0.0}
-    for start in range(0, len(pairs), batch_size):
-        batch = {k: v.to(device) for k, v in collate_pairs(pairs[start:start + batch_size], pad_id).items()}
-        loss, metrics = loss_fn(model, batch)
-        n = metrics["count"]
-        sums["val_loss"] += float(loss) * n
-        sums["val_reward_accuracy"] += float(metrics["reward_accuracy"]) * n
-        sums["val_reward_margin"] += float(metrics["reward_margin"]) * n
-    return {k: v / len(pairs) for k, v in sums.items()}
 
 
 def oracle_pairs(prompts: Sequence[str], samples: Sequence[Sequence[str]],
@@ -167,67 +150,117 @@ def clear_pairs(pairs: Sequence[Pair], max_pairs: int | None = None, seed: int =
     return [clear[i] for i in keep]
 
 
-def run_dpo(sft_dir: str | Path, tokenizer: Tokenizer, pairs: Sequence[Pair], out_dir: str | Path,
+def on_policy_pairs(samples_path: str | Path, safety: Mapping[str, str], per_prompt: int = 4,
+                    seed: int = 0) -> tuple[list[Pair], dict[str, dict[str, int]]]:
+    """The pairs DPO trains on from a rejection-sampling round's ``samples.jsonl`` (every prompt's
+    samples and their oracle scores): :func:`oracle_pairs`, then :func:`balance_risky`. Also returns
+    the pairs per prompt class (``safety`` maps a prompt to ``Task.safety``) before and after."""
+    rows = read_jsonl(samples_path)
+    ranked = oracle_pairs([r["prompt"] for r in rows], [r["samples"] for r in rows], [r["oracle"] for r in rows],
+                          per_prompt)
+    pairs = balance_risky(ranked, safety, seed)
+    by_class = {name: {cls: sum(safety[p.prompt] == cls for p in group) for cls in SAFETY_CLASSES}
+                for name, group in (("on_policy", ranked), ("trained", pairs))}
+    return pairs, by_class
+
+
+def run_dpo(sft_dir: str | Path, tokenizer: Tokenizer, out_dir: str | Path, *, samples: str | Path | None = None,
+            data_dir: str | Path | None = None, pairs: Sequence[str | Path] = (), val_pairs: Sequence[str | Path] = (),
+            pairs_per_prompt: int = 4, max_pairs: int | None = None, max_val_pairs: int | None = None,
             beta: float = 0.1, nll_alpha: float = 0.0, epochs: float = 1.0, lr: float = 5e-5, batch_size: int = 16,
-            seed: int = 0, val_pairs: Sequence[Pair] | None = None, device: str = "auto",
-            progress: bool = True) -> Llama:
-    """Train the SFT model in ``sft_dir`` with DPO on ``pairs`` (the shared trainer) against a frozen
-    copy of itself, and save the policy to ``<out_dir>/model``. Rerunning resumes."""
-    if not pairs:
-        raise ValueError("pairs must not be empty")
+            eval_prompts: int = 0, seed: int = 0, device: str = "auto", progress: bool = True) -> dict[str, Any]:
+    """Train the SFT model in ``sft_dir`` with DPO against a frozen copy of itself, and save the
+    policy to ``<out_dir>/model``. Rerunning resumes.
+
+    The pairs: on policy from a rejection-sampling round's ``samples`` (:func:`on_policy_pairs`, whose
+    prompt classes come from ``data_dir``), or read from ``pairs`` files (jsonl, as the reward stage
+    writes them); the "negligibly better / unsure" ones are left out and at most ``max_pairs`` kept
+    (:func:`clear_pairs`). ``val_pairs`` files check the implicit reward on held-out pairs. With
+    ``eval_prompts`` and ``data_dir`` the oracle scores the policy on that many chat and safety
+    validation prompts. Writes ``pairs.jsonl`` (what it trained on), ``pairs_by_class.json`` (on
+    policy) and ``metrics.json``, and returns the latter."""
+    if (samples is None) == (not pairs):
+        raise ValueError("give either samples (a rejection round's samples.jsonl) or pairs files, not both")
+    if (samples is not None or eval_prompts) and data_dir is None:
+        raise ValueError("data_dir is needed for on-policy pairs (their prompt classes) and for the oracle's scores")
     if epochs <= 0:
         raise ValueError(f"epochs must be > 0, got {epochs}")
-    policy, reference = (Llama.from_pretrained(sft_dir, dtype=torch.float32) for _ in range(2))
+    out_dir, sft_dir = Path(out_dir), resolve_model_dir(sft_dir)
+    metrics: dict[str, Any] = {"beta": beta, "nll_alpha": nll_alpha}
+    if samples is not None:
+        safety = {t.prompt: t.safety for t in load_tasks(data_dir, "chat_train", "safety_train")}
+        train_pairs, metrics["pairs_by_class"] = on_policy_pairs(samples, safety, pairs_per_prompt, seed)
+        save_json(out_dir / "pairs_by_class.json", metrics["pairs_by_class"])
+    else:
+        train_pairs = load_pairs(*pairs)
+    train_pairs = clear_pairs(train_pairs, max_pairs, seed)
+    if not train_pairs:
+        raise ValueError("no pairs to train on")
+    save_pairs(out_dir / "pairs.jsonl", train_pairs)  # `minillama dpo --pairs` takes this file to redo the stage
+    held_out = clear_pairs(load_pairs(*val_pairs), max_val_pairs, seed) if val_pairs else []
+    metrics.update(pairs=len(train_pairs), val_pairs=len(held_out))
+
+    policy, reference = (load_model(sft_dir, torch.float32, Llama) for _ in range(2))
     loss_fn = DPOLoss(reference, beta, nll_alpha)
-    max_len = policy.config.max_seq_len
-    train = encode_pairs(tokenizer, pairs, max_len, margins=None)
-    val = encode_pairs(tokenizer, val_pairs or [], max_len, margins=None)
+    train = encode_pairs(tokenizer, train_pairs, policy.config.max_seq_len)
+    val_batches = PairBatches(encode_pairs(tokenizer, held_out, policy.config.max_seq_len), batch_size,
+                              pad_id=tokenizer.pad_id).in_order() if held_out else []
     steps = max(1, math.ceil(epochs * len(train) / batch_size))
     config = TrainConfig(steps=steps, lr=lr, warmup_steps=max(1, round(0.1 * steps)) if steps > 1 else 0,
                          eval_interval=0, checkpoint_interval=max(1, steps // 4), seed=seed, device=device,
                          progress=progress)
 
     def val_fn(model: nn.Module) -> dict[str, float]:
-        return evaluate_dpo(model, loss_fn, val, batch_size, tokenizer.pad_id)
+        return mean_over_batches(model, loss_fn, val_batches)
 
-    trainer = Trainer(policy, loss_fn, PairBatches(train, batch_size, seed, tokenizer.pad_id), config, out_dir,
-                      val_fn if val else None)
-    trainer.fit()
-    policy.save_pretrained(Path(out_dir) / MODEL_DIR)
-    return policy.eval()
+    Trainer(policy, loss_fn, PairBatches(train, batch_size, seed, tokenizer.pad_id), config, out_dir,
+            val_fn if held_out else None).fit()
+    save_model(policy.eval(), out_dir / "model")
+    if eval_prompts:
+        tasks = val_tasks(data_dir, eval_prompts, eval_prompts)
+        metrics["oracle"] = summary(evaluate_model(policy, tokenizer, Oracle(tasks), tasks, seed=seed),
+                                    per_prompt=False)
+    save_json(out_dir / "metrics.json", metrics)
+    return metrics
 
 
 # ---------------------------------------------------------------------------------- command line
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="minillama dpo",
-        description="Direct preference optimisation of the SFT model on preference pairs (jsonl: the on-policy "
-                    "pairs `minillama course` writes to OUT/dpo/pairs.jsonl, or those `minillama reward` writes), "
-                    "against a frozen copy of it. Writes OUT/model, OUT/metrics.jsonl, "
-                    "OUT/loss.png and, with --data, OUT/metrics.json with the oracle's scores on val prompts. "
+        description="Direct preference optimisation of the SFT model against a frozen copy of it, on the SFT model's "
+                    "own samples ranked by the oracle (--samples: a rejection round's samples.jsonl, as Llama 3 built "
+                    "its DPO data) or on pairs from files (--pairs: jsonl, e.g. what `minillama reward` writes). "
+                    "Writes OUT/model, OUT/pairs.jsonl, OUT/metrics.json, OUT/metrics.jsonl and OUT/loss.png. "
                     "Rerunning resumes.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--sft", required=True, type=Path,
-                   help="the SFT model directory, or the SFT run directory holding model/ (policy start and reference)")
+                   help="the SFT model folder, or the SFT run folder holding model/ (policy start and reference)")
     p.add_argument("--tokenizer", type=Path,
-                   help="tokenizer.model, or the directory holding it (default: the one `minillama sft` saved with "
+                   help="tokenizer.model, or the folder holding it (default: the one `minillama sft` saved with "
                         "the SFT model)")
-    p.add_argument("--pairs", required=True, type=Path, nargs="+", help="training pairs (jsonl)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--samples", type=Path,
+                        help="a rejection round's samples.jsonl: on-policy pairs, best against worst by the oracle")
+    source.add_argument("--pairs", type=Path, nargs="+", help="training pairs (jsonl)")
+    p.add_argument("--data", type=Path,
+                   help="a `minillama data` folder: the prompt classes of --samples, and the prompts of --eval-prompts")
     p.add_argument("--val-pairs", type=Path, nargs="*", default=[], help="validation pairs (jsonl)")
-    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--pairs-per-prompt", type=int, default=4, help="most on-policy pairs per prompt (with --samples)")
     p.add_argument("--beta", type=float, default=0.1, help="DPO's beta: how far the policy may move from the reference")
     p.add_argument("--nll-alpha", type=float, default=0.0,
                    help="weight of the chosen responses' NLL per token (0: plain DPO; Llama 3 / RPO style: > 0)")
     p.add_argument("--max-pairs", type=int,
                    help="train on at most this many of the pairs, drawn at random (default: all of them); "
                         "'negligibly better / unsure' pairs are always left out")
+    p.add_argument("--max-val-pairs", type=int, help="validate on at most this many of the validation pairs")
     p.add_argument("--epochs", type=float, default=1.0, help="passes over the training pairs")
     p.add_argument("--lr", type=float, default=5e-5, help="peak learning rate")
     p.add_argument("--batch-size", type=int, default=16, help="pairs per step")
-    p.add_argument("--data", type=Path,
-                   help="a `minillama data` folder: the oracle scores the trained policy on chat_val and safety_val")
-    p.add_argument("--eval-prompts", type=int, default=300, help="val prompts of each file scored with --data")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data order")
+    p.add_argument("--eval-prompts", type=int, default=0,
+                   help="chat and safety val prompts (each) the oracle scores the trained policy on (needs --data)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the pair choice and the data order")
     p.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda or cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -235,21 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.sft = resolve_model_dir(args.sft)
-    tokenizer = Tokenizer.load(args.tokenizer or args.sft)
-    pairs = clear_pairs(load_pairs(*args.pairs), args.max_pairs, args.seed)
-    val_pairs = clear_pairs(load_pairs(*args.val_pairs))
-    policy = run_dpo(args.sft, tokenizer, pairs, args.out, args.beta, args.nll_alpha, args.epochs, args.lr,
-                     args.batch_size, args.seed, val_pairs, args.device, not args.no_progress)
-    result: dict[str, Any] = {"beta": args.beta, "nll_alpha": args.nll_alpha, "pairs": len(pairs)}
-    if args.data is not None:
-        tasks = val_tasks(args.data, args.eval_prompts, args.eval_prompts)
-        result["oracle"] = summary(evaluate_model(policy, tokenizer, Oracle(tasks), tasks, seed=args.seed),
-                                   per_prompt=False)
-    save_json(args.out / "metrics.json", result)
-    print(f"DPO (beta {args.beta}, nll_alpha {args.nll_alpha}) on {len(pairs)} pairs: model in {args.out / MODEL_DIR}")
+    tokenizer = Tokenizer.load(args.tokenizer or resolve_model_dir(args.sft))
+    metrics = run_dpo(args.sft, tokenizer, args.out, samples=args.samples, data_dir=args.data, pairs=args.pairs or (),
+                      val_pairs=args.val_pairs, pairs_per_prompt=args.pairs_per_prompt, max_pairs=args.max_pairs,
+                      max_val_pairs=args.max_val_pairs, beta=args.beta, nll_alpha=args.nll_alpha, epochs=args.epochs,
+                      lr=args.lr, batch_size=args.batch_size, eval_prompts=args.eval_prompts, seed=args.seed,
+                      device=args.device, progress=not args.no_progress)
+    line = f"DPO (beta {args.beta}, nll_alpha {args.nll_alpha}) on {metrics['pairs']} pairs: model in {args.out / 'model'}"
+    if "oracle" in metrics:
+        line += f"; combined score on val prompts {metrics['oracle']['combined']['mean']:.3f}"
+    print(line)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,9 +4,9 @@ the reward models like best, fine-tune the policy on the kept answers, repeat.
 One round:
 
 1. ``K`` samples per prompt from the current policy at a temperature (batched on the KV cache,
-   :func:`~minillama.post.sampling.sample_responses`);
+   :func:`~minillama.chat.sample_responses`);
 2. each scored by the two reward models combined by Llama 2's rule
-   (:meth:`~minillama.post.reward.RewardScorer.combined`: the safety score where the prompt is
+   (:meth:`~minillama.evaluate.rewards.RewardScorer.combined`: the safety score where the prompt is
    risky or the answer looks unsafe, the helpfulness score elsewhere);
 3. the best of the ``K`` kept (:func:`best_of_k`). As Llama 2 did after finding that training on
    the last round's samples alone lost ground, each prompt keeps the best answer of *all* rounds
@@ -23,8 +23,6 @@ over-optimisation that grows with K).
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,16 +32,19 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from ..chat import chat_example, sample_responses
+from ..checkpoint import load_model, resolve_model_dir, save_model
 from ..data import Oracle, Task
+from ..data.files import load_tasks, subset, val_tasks
 from ..data.oracle import HELPFULNESS_LABELS, SAFETY_LABELS
-from ..fileio import atomic_write, save_json
+from ..evaluate.oracle import evaluate_model, summary
+from ..evaluate.rewards import OracleJudge, RewardScorer, is_risky_prompt
+from ..fileio import atomic_write, read_json, read_jsonl, save_json, write_jsonl
 from ..model import Llama
+from ..sequences import lm_loss
 from ..tokenizer import Tokenizer
 from ..train import DistEnv, TrainConfig, Trainer
-from .evaluate import evaluate_model, summary
-from .reward import RewardScorer, is_risky_prompt
-from .sampling import sample_responses
-from .sft import PackedSFTBatches, chat_example, read_tasks, resolve_model_dir, sft_loss, subset, val_tasks
+from ..train.packing import PackedSFTBatches
 
 KS: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
 
@@ -78,40 +79,9 @@ def sample_and_score(policy: Llama, tokenizer: Tokenizer, scorer: RewardScorer |
     return samples, scores.view(len(tasks), k)
 
 
-class OracleJudge:
-    """The oracle in the reward models' place: the combined score of a perfect judge, with the same
-    ``combined(prompts, responses, is_risky)`` call as :class:`~minillama.post.reward.RewardScorer`.
-
-    Not part of the recipe (nobody has an oracle): it measures the recipe's ceiling. What rejection
-    sampling gains with this judge is what the fine-tuning on kept samples can buy at all; what it
-    gains with the reward models is that, less the reward models' error."""
-
-    def __init__(self, oracle: Oracle) -> None:
-        self.oracle = oracle
-
-    def combined(self, prompts: Sequence[str], responses: Sequence[str],
-                 is_risky: Sequence[bool] | None = None) -> torch.Tensor:
-        if len(prompts) != len(responses):
-            raise ValueError(f"prompts and responses must have the same length, got {len(prompts)} and "
-                             f"{len(responses)}")
-        # The oracle knows which prompts are risky; is_risky is taken for the scorer's signature only.
-        return torch.tensor([self.oracle.combined(p, r).score for p, r in zip(prompts, responses)],
-                            dtype=torch.float32)
-
-
 def select_best(tasks: Sequence[Task], samples: Sequence[Sequence[str]], scores: torch.Tensor) -> list[Kept]:
     best = best_of_k(scores)
     return [Kept(t.prompt, row[int(j)], float(scores[i, j])) for i, (t, row, j) in enumerate(zip(tasks, samples, best))]
-
-
-def rejection_sampling_round(policy: Llama, tokenizer: Tokenizer, scorer: RewardScorer | OracleJudge,
-                             tasks: Sequence[Task], k: int = 8, temperature: float = 1.0, seed: int = 0,
-                             max_new_tokens: int = 64, batch_size: int = 64, progress: bool = False) -> list[Kept]:
-    """The best of ``k`` samples per task by the combined reward: ``[(prompt, response, score)]``
-    in task order. Fine-tune on them with :func:`finetune_on_samples`."""
-    samples, scores = sample_and_score(policy, tokenizer, scorer, tasks, k, temperature, seed, max_new_tokens,
-                                       batch_size, progress)
-    return select_best(tasks, samples, scores)
 
 
 def merge_best(previous: dict[str, Kept], new: Sequence[Kept]) -> dict[str, Kept]:
@@ -130,13 +100,13 @@ def finetune_on_samples(policy: Llama, tokenizer: Tokenizer, kept: Sequence[Kept
     through the shared trainer writing into ``out_dir`` (rerunning resumes)."""
     if not kept:
         raise ValueError("kept must not be empty")
-    examples = [chat_example(tokenizer, k.prompt, k.response) for k in kept]
-    batches = PackedSFTBatches(examples, batch_size, seq_len or policy.config.max_seq_len, seed,
-                               pad_id=tokenizer.pad_id)
+    seq_len = seq_len or policy.config.max_seq_len
+    examples = [chat_example(tokenizer, k.prompt, k.response, max_len=seq_len + 1) for k in kept]
+    batches = PackedSFTBatches(examples, batch_size, seq_len, seed, pad_id=tokenizer.pad_id)
     steps = epochs * batches.steps_per_epoch
     config = TrainConfig(steps=steps, lr=lr, warmup_steps=min(steps, max(1, steps // 30)), eval_interval=0,
                          checkpoint_interval=max(1, steps // 4), seed=seed, device=device, progress=progress)
-    Trainer(policy, sft_loss, batches, config, out_dir).fit()
+    Trainer(policy, lm_loss, batches, config, out_dir).fit()
     return policy.eval()
 
 
@@ -247,33 +217,16 @@ def plot_reward_vs_k(study: dict[str, Any], path: str | Path) -> Figure:
 
 
 # ---------------------------------------------------------------------------------- the stage
-def _resolve_rm_dir(path: str | Path) -> Path:
-    """A reward model directory, or a ``minillama reward`` run directory with ``model/`` in it."""
-    path = Path(path)
-    return path / "model" if (path / "model" / "config.json").is_file() else path
-
-
 def _save_samples(path: Path, tasks: Sequence[Task], samples: Sequence[Sequence[str]], rm: torch.Tensor,
                   oracle: np.ndarray) -> None:
-    rows = [{"prompt": t.prompt, "samples": list(s), "reward": rm[i].tolist(), "oracle": oracle[i].tolist()}
-            for i, (t, s) in enumerate(zip(tasks, samples))]
-    text = "".join(json.dumps(r) + "\n" for r in rows)
-    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+    write_jsonl(path, ({"prompt": t.prompt, "samples": list(s), "reward": rm[i].tolist(), "oracle": oracle[i].tolist()}
+                       for i, (t, s) in enumerate(zip(tasks, samples))))
 
 
 def _load_samples(path: Path) -> tuple[list[list[str]], torch.Tensor, np.ndarray]:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_jsonl(path)
     return ([r["samples"] for r in rows], torch.tensor([r["reward"] for r in rows]),
             np.array([r["oracle"] for r in rows]))
-
-
-def _save_kept(path: Path, kept: Sequence[Kept]) -> None:
-    text = "".join(json.dumps(k._asdict()) + "\n" for k in kept)
-    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
-
-
-def _load_kept(path: Path) -> list[Kept]:
-    return [Kept(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def rejection_prompts(data_dir: str | Path, n: int, safety_share: float = 1 / 3, seed: int = 0) -> list[Task]:
@@ -285,60 +238,60 @@ def rejection_prompts(data_dir: str | Path, n: int, safety_share: float = 1 / 3,
     decide, while the evaluation mix (1,000 chat + 500 safety prompts) is a third safety."""
     if not 0.0 <= safety_share <= 1.0:
         raise ValueError(f"safety_share must be in [0, 1], got {safety_share}")
-    data_dir = Path(data_dir)
     n_safety = round(n * safety_share)
-    return (subset(read_tasks(data_dir / "chat_train.jsonl"), n - n_safety, seed, stream=13)
-            + subset(read_tasks(data_dir / "safety_train.jsonl"), n_safety, seed, stream=13))
+    return (subset(load_tasks(data_dir, "chat_train"), n - n_safety, seed, stream=13)
+            + subset(load_tasks(data_dir, "safety_train"), n_safety, seed, stream=13))
 
 
-def run_rejection_sampling(sft_dir: str | Path, rm_dirs: tuple[str | Path, str | Path] | None, tokenizer: Tokenizer,
-                           data_dir: str | Path, out_dir: str | Path, rounds: int = 2, k: int = 8,
-                           temperature: float = 1.0, n_prompts: int = 1000, epochs: int = 1, lr: float = 1e-4,
-                           batch_size: int = 16, max_new_tokens: int = 64, eval_prompts: int = 200,
-                           eval_safety: int = 100, seed: int = 0, device: str = "auto",
-                           progress: bool = True, safety_share: float = 1 / 3) -> dict[str, Any]:
+def run_rejection(sft_dir: str | Path, rm_dirs: tuple[str | Path, str | Path] | None, tokenizer: Tokenizer,
+                  data_dir: str | Path, out_dir: str | Path, rounds: int = 2, k: int = 8, temperature: float = 1.0,
+                  n_prompts: int = 1000, epochs: int = 1, lr: float = 1e-4, batch_size: int = 16,
+                  max_new_tokens: int = 64, eval_prompts: int = 200, eval_safety: int = 100, seed: int = 0,
+                  device: str = "auto", progress: bool = True, safety_share: float = 1 / 3,
+                  study_prompts: int = 0, study_temperatures: Sequence[float] = (0.6, 1.0, 1.4),
+                  study_k: int = 32) -> dict[str, Any]:
     """``rounds`` rounds of rejection sampling from the SFT model in ``sft_dir``, scored by the
     reward models in ``rm_dirs`` (helpfulness, safety; ``None``: by the oracle itself, the
-    :class:`OracleJudge` ceiling), on ``n_prompts`` training prompts of
+    :class:`~minillama.evaluate.rewards.OracleJudge` ceiling), on ``n_prompts`` training prompts of
     ``data_dir``, ``safety_share`` of them safety tasks (:func:`rejection_prompts`; the same
-    prompts every round).
+    prompts every round). Then, with ``study_prompts > 0``, the reward-vs-K study of the SFT model
+    (:func:`reward_vs_k_study`: ``study_k`` samples at each of ``study_temperatures``) on
+    ``study_prompts`` chat and half as many safety validation prompts, by the reward models.
 
     Round ``r`` writes ``out_dir/round_r/``: ``samples.jsonl`` (every sample, its reward and its
     oracle score), ``kept.jsonl`` (the best answer per prompt over rounds 1..r), ``train/`` (the
     trainer's run), ``model/`` and, last, ``metrics.json``. A round with ``metrics.json`` is done
     and skipped on a rerun; an unfinished one reuses its samples and resumes its training. Returns
-    (and writes to ``out_dir/metrics.json``) the oracle's scores of the SFT model and of every round."""
-    if rounds < 1 or k < 1:
-        raise ValueError(f"rounds and k must be >= 1, got {rounds} and {k}")
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
-    device_ = DistEnv().device(device)
+    (and writes to ``out_dir/metrics.json``) the oracle's scores of the SFT model and of every round,
+    and the study (also in ``out_dir/reward_vs_k.json`` and ``.png``)."""
+    if rounds < 0 or k < 1:
+        raise ValueError(f"rounds must be >= 0 and k >= 1, got {rounds} and {k}")
+    if rm_dirs is None and study_prompts:
+        raise ValueError("the reward-vs-K study reads the reward models: give rm_dirs, or study_prompts=0")
+    out_dir, device_ = Path(out_dir), DistEnv().device(device)
     tasks = rejection_prompts(data_dir, n_prompts, safety_share, seed)
     eval_tasks = val_tasks(data_dir, eval_prompts, eval_safety)
     oracle = Oracle([*tasks, *eval_tasks])
-    scorer: RewardScorer | OracleJudge
-    if rm_dirs is None:
-        scorer = OracleJudge(oracle)
-    else:
-        scorer = RewardScorer.load(_resolve_rm_dir(rm_dirs[0]), _resolve_rm_dir(rm_dirs[1]), tokenizer, device_)
-    policy_dir = resolve_model_dir(sft_dir)
+    scorer = OracleJudge(oracle) if rm_dirs is None else RewardScorer.load(*rm_dirs, tokenizer, device_)
+    policy_dir = sft_dir = resolve_model_dir(sft_dir)
 
     def evaluate(model: Llama) -> dict[str, Any]:
         result = evaluate_model(model, tokenizer, oracle, eval_tasks, max_new_tokens, seed=seed, progress=progress)
         return summary(result, per_prompt=False)
 
     sft_eval_path = out_dir / "sft_eval.json"
-    if not sft_eval_path.is_file():
-        save_json(sft_eval_path, evaluate(Llama.from_pretrained(policy_dir, dtype=torch.float32).to(device_)))
-    report: dict[str, Any] = {"sft": json.loads(sft_eval_path.read_text()), "rounds": []}
+    if rounds and not sft_eval_path.is_file():
+        save_json(sft_eval_path, evaluate(load_model(policy_dir, torch.float32, Llama).to(device_)))
+    report: dict[str, Any] = {"sft": read_json(sft_eval_path) if rounds else None, "rounds": []}
     best: dict[str, Kept] = {}
     for r in range(1, rounds + 1):
         round_dir = out_dir / f"round_{r}"
         if (round_dir / "metrics.json").is_file():
-            best = {kept.prompt: kept for kept in _load_kept(round_dir / "kept.jsonl")}
-            report["rounds"].append(json.loads((round_dir / "metrics.json").read_text()))
+            best = {kept.prompt: kept for kept in (Kept(**row) for row in read_jsonl(round_dir / "kept.jsonl"))}
+            report["rounds"].append(read_json(round_dir / "metrics.json"))
             policy_dir = round_dir / "model"
             continue
-        policy = Llama.from_pretrained(policy_dir, dtype=torch.float32).to(device_)
+        policy = load_model(policy_dir, torch.float32, Llama).to(device_)
         if (round_dir / "samples.jsonl").is_file():
             samples, rm, truth = _load_samples(round_dir / "samples.jsonl")
         else:
@@ -347,10 +300,10 @@ def run_rejection_sampling(sft_dir: str | Path, rm_dirs: tuple[str | Path, str |
             truth = oracle_scores(oracle, tasks, samples)
             _save_samples(round_dir / "samples.jsonl", tasks, samples, rm, truth)
         best = merge_best(best, select_best(tasks, samples, rm))
-        _save_kept(round_dir / "kept.jsonl", list(best.values()))
+        write_jsonl(round_dir / "kept.jsonl", (kept._asdict() for kept in best.values()))
         policy = finetune_on_samples(policy, tokenizer, list(best.values()), round_dir / "train", epochs, lr,
                                      batch_size, seed=seed + r, device=device, progress=progress)
-        policy.save_pretrained(round_dir / "model")
+        save_model(policy, round_dir / "model")
         tokenizer.save(round_dir / "model")
         metrics = {"round": r, "judge": "oracle" if rm_dirs is None else "reward_models", "k": k,
                    "temperature": temperature, "prompts": len(tasks),
@@ -361,8 +314,19 @@ def run_rejection_sampling(sft_dir: str | Path, rm_dirs: tuple[str | Path, str |
         save_json(round_dir / "metrics.json", metrics)
         report["rounds"].append(metrics)
         policy_dir = round_dir / "model"
-    save_json(out_dir / "metrics.json", report)
-    plot_rounds(report, out_dir / "rounds.png")
+    if rounds:
+        save_json(out_dir / "metrics.json", report)
+        plot_rounds(report, out_dir / "rounds.png")
+    study_path = out_dir / "reward_vs_k.json"
+    if study_prompts and not study_path.is_file():
+        study_tasks = val_tasks(data_dir, study_prompts, study_prompts // 2)
+        sft = load_model(sft_dir, torch.float32, Llama).to(device_).eval()
+        study = reward_vs_k_study(sft, tokenizer, scorer, Oracle(study_tasks), study_tasks, study_temperatures,
+                                  study_k, seed=seed, max_new_tokens=max_new_tokens, progress=progress)
+        save_json(study_path, study)
+        plot_reward_vs_k(study, out_dir / "reward_vs_k.png")
+    if study_path.is_file():
+        report["reward_vs_k"] = read_json(study_path)
     return report
 
 
@@ -393,22 +357,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rejection sampling fine-tuning (Llama 2): K samples per prompt from the policy, the best by the "
                     "helpfulness and safety reward models (Llama 2's combination), SFT on the best, repeated for "
                     "--rounds. Writes OUT/round_N/ (samples, kept answers, model, metrics.json), OUT/metrics.json and "
-                    "OUT/rounds.png; rerunning resumes. With --analysis it instead samples --analysis-k answers at "
-                    "each of --temperatures and writes OUT/reward_vs_k.json and .png (max and median reward vs K, "
-                    "and the oracle's view of the pick).",
+                    "OUT/rounds.png; rerunning resumes. With --study-prompts it then samples --study-k answers at "
+                    "each of --study-temperatures and writes OUT/reward_vs_k.json and .png (max and median reward vs "
+                    "K, and the oracle's view of the pick); --rounds 0 runs the study alone.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--sft", required=True, type=Path, help="the SFT model directory (or the SFT run directory)")
+    p.add_argument("--sft", required=True, type=Path, help="the SFT model folder (or the SFT run folder)")
     p.add_argument("--judge", default="reward-models", choices=["reward-models", "oracle"],
                    help="who picks the best of K: the two reward models (the recipe), or the oracle itself (a "
                         "perfect judge: the ceiling of what fine-tuning on kept samples can gain)")
     p.add_argument("--rm-helpfulness", type=Path,
-                   help="helpfulness reward model (or its run directory); needed unless --judge oracle")
+                   help="helpfulness reward model (or its run folder); needed unless --judge oracle")
     p.add_argument("--rm-safety", type=Path,
-                   help="safety reward model (or its run directory); needed unless --judge oracle")
+                   help="safety reward model (or its run folder); needed unless --judge oracle")
     p.add_argument("--tokenizer", type=Path,
-                   help="tokenizer.model or its directory (default: the one saved with the SFT model)")
+                   help="tokenizer.model or its folder (default: the one saved with the SFT model)")
     p.add_argument("--data", required=True, type=Path, help="a `minillama data` folder (chat_*.jsonl, safety_*.jsonl)")
-    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--rounds", type=int, default=2, help="rounds of sampling and fine-tuning")
     p.add_argument("--k", type=int, default=8, help="samples per prompt")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
@@ -421,10 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=64, help="longest sample, in tokens")
     p.add_argument("--eval-prompts", type=int, default=200, help="chat val prompts the oracle scores after each round")
     p.add_argument("--eval-safety", type=int, default=100, help="safety val prompts scored likewise")
-    p.add_argument("--analysis", action="store_true", help="run the reward-vs-K study on the SFT model instead")
-    p.add_argument("--analysis-prompts", type=int, default=64, help="prompts of the study (from chat and safety val)")
-    p.add_argument("--analysis-k", type=int, default=32, help="samples per prompt in the study")
-    p.add_argument("--temperatures", type=float, nargs="+", default=[0.6, 0.8, 1.0, 1.2],
+    p.add_argument("--study-prompts", type=int, default=0,
+                   help="chat val prompts of the reward-vs-K study, and half as many safety ones (0: no study)")
+    p.add_argument("--study-k", type=int, default=32, help="samples per prompt in the study")
+    p.add_argument("--study-temperatures", type=float, nargs="+", default=[0.6, 1.0, 1.4],
                    help="temperatures of the study")
     p.add_argument("--seed", type=int, default=0, help="seed of the prompt subset, the samples and the data order")
     p.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda or cuda:N")
@@ -435,36 +399,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if (args.judge == "reward-models" or args.analysis) and (args.rm_helpfulness is None or args.rm_safety is None):
+    if (args.judge == "reward-models" or args.study_prompts) and (args.rm_helpfulness is None or args.rm_safety is None):
         parser.error("--rm-helpfulness and --rm-safety are required unless --judge oracle (the study always "
                      "reads the reward models)")
-    args.sft = resolve_model_dir(args.sft)
-    tokenizer = Tokenizer.load(args.tokenizer or args.sft)
-    progress = not args.no_progress
-    if args.analysis:
-        device = DistEnv().device(args.device)
-        half = args.analysis_prompts // 2
-        tasks = val_tasks(args.data, args.analysis_prompts - half, half)
-        scorer = RewardScorer.load(_resolve_rm_dir(args.rm_helpfulness), _resolve_rm_dir(args.rm_safety), tokenizer,
-                                   device)
-        policy = Llama.from_pretrained(args.sft, dtype=torch.float32).to(device)
-        study = reward_vs_k_study(policy, tokenizer, scorer, Oracle(tasks), tasks, args.temperatures, args.analysis_k,
-                                  seed=args.seed, max_new_tokens=args.max_new_tokens, progress=progress)
-        save_json(args.out / "reward_vs_k.json", study)
-        plot_reward_vs_k(study, args.out / "reward_vs_k.png")
-        print(f"reward vs K on {len(tasks)} prompts: {args.out / 'reward_vs_k.json'}")
-        return 0
+    tokenizer = Tokenizer.load(args.tokenizer or resolve_model_dir(args.sft))
     rm_dirs = None if args.judge == "oracle" else (args.rm_helpfulness, args.rm_safety)
-    report = run_rejection_sampling(args.sft, rm_dirs, tokenizer, args.data, args.out,
-                                    args.rounds, args.k, args.temperature, args.prompts, args.epochs, args.lr,
-                                    args.batch_size, args.max_new_tokens, args.eval_prompts, args.eval_safety,
-                                    args.seed, args.device, progress, args.safety_share)
-    line = f"SFT combined {report['sft']['combined']['mean']:.3f}"
-    for m in report["rounds"]:
-        line += f"; round {m['round']} {m['eval']['combined']['mean']:.3f}"
-    print(f"rejection sampling (oracle, val prompts): {line}; models in {args.out}/round_N/model")
+    report = run_rejection(args.sft, rm_dirs, tokenizer, args.data, args.out, args.rounds, args.k, args.temperature,
+                           args.prompts, args.epochs, args.lr, args.batch_size, args.max_new_tokens, args.eval_prompts,
+                           args.eval_safety, args.seed, args.device, not args.no_progress, args.safety_share,
+                           args.study_prompts, args.study_temperatures, args.study_k)
+    if report["rounds"]:
+        line = f"SFT combined {report['sft']['combined']['mean']:.3f}"
+        line += "".join(f"; round {m['round']} {m['eval']['combined']['mean']:.3f}" for m in report["rounds"])
+        print(f"rejection sampling (oracle, val prompts): {line}; models in {args.out}/round_N/model")
+    if "reward_vs_k" in report:
+        print(f"reward vs K on {report['reward_vs_k']['prompts']} prompts: {args.out / 'reward_vs_k.json'}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

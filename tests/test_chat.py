@@ -1,6 +1,7 @@
-"""Batched chat sampling: greedy batches equal one-at-a-time decoding and the core ``generate``,
-rows stop at ``<|end|>``, samples are seeded per response (not per batch), the inverse-CDF sampler
-draws from the right distribution, and response log-probabilities equal a direct computation."""
+"""Chats: one encoder with one over-length policy; batched sampling through ``generate`` (greedy
+batches equal one-at-a-time decoding, rows stop at ``<|end|>``, samples are seeded per response,
+not per batch); the inverse-CDF sampler draws from the right distribution; response
+log-probabilities equal a direct computation."""
 
 from __future__ import annotations
 
@@ -8,16 +9,43 @@ import numpy as np
 import pytest
 import torch
 
-from minillama.generate import generate
-from minillama.post.sampling import (chat_prompt_ids, inverse_cdf_sample, response_logprobs, response_text,
-                                     sample_responses, sequence_logprobs, chat_response_batch)
+from helpers import chat_lm
+from minillama.chat import (chat_batch, chat_example, encode_chat, response_logprobs, response_text,
+                            sample_responses)
+from minillama.generate import generate, inverse_cdf_sample
+from minillama.sequences import IGNORE_INDEX, sequence_logprobs
 
 KINDS = ["arithmetic", "fact_qa", "sort", "repeat", "one_word"]
+
+
+@pytest.fixture
+def tiny_model(tokenizer):
+    """``tiny_model(seed=0)``: a two-layer random chat model with context for long prompts."""
+    return lambda seed=0: chat_lm(tokenizer, seed, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=384, init_std=0.1)
+
+
+def chat_prompt_ids(tokenizer, prompt, system=None):
+    return encode_chat(tokenizer, prompt, system=system)[0]
 
 
 @pytest.fixture(scope="module")
 def prompts(world) -> list[str]:
     return [t.prompt for t in world.chat_tasks("val", 12, kinds=KINDS)]
+
+
+def test_one_chat_encoder_with_one_over_length_policy(tokenizer) -> None:
+    ids, mask = encode_chat(tokenizer, "Say hi.", "Hi.")
+    assert (ids, mask) == tokenizer.apply_chat_template([{"role": "user", "content": "Say hi."},
+                                                         {"role": "assistant", "content": "Hi."}])
+    example_ids, labels = chat_example(tokenizer, "Say hi.", "Hi.")
+    assert example_ids == ids and labels == [i if m else IGNORE_INDEX for i, m in zip(ids, mask)]
+    with pytest.raises(ValueError, match=rf"a chat of {len(ids)} tokens is longer than the limit of 5 tokens"):
+        encode_chat(tokenizer, "Say hi.", "Hi.", max_len=5)
+    with pytest.raises(ValueError, match="longer than the limit"):
+        chat_batch(tokenizer, ["Say hi."], ["Hi."], max_len=5)
+    batch = chat_batch(tokenizer, ["Say hi.", "What is 2 plus 3?"], ["Hi.", "5"])
+    assert batch["input_ids"].shape == batch["attention_mask"].shape == batch["response_mask"].shape
+    assert batch["response_mask"].dtype == torch.bool and batch["attention_mask"][0].sum() == len(ids)
 
 
 def test_chat_prompt_ids_end_with_the_assistant_marker(tokenizer) -> None:
@@ -104,7 +132,7 @@ def test_greedy_repeats_one_answer(tiny_model, tokenizer, prompts) -> None:
 
 def test_arguments_are_checked(tiny_model, tokenizer) -> None:
     model = tiny_model()
-    with pytest.raises(ValueError, match="max_seq_len"):
+    with pytest.raises(ValueError, match="max_seq_len=384"):
         sample_responses(model, tokenizer, ["word " * 300], max_new_tokens=8)
     with pytest.raises(ValueError, match="temperature"):
         sample_responses(model, tokenizer, ["hi"], temperature=-1.0)
@@ -150,7 +178,7 @@ def test_response_logprobs_equal_a_direct_computation(tiny_model, tokenizer, wor
 
 def test_sequence_logprobs_is_differentiable(tiny_model, tokenizer) -> None:
     model = tiny_model(seed=6).train()
-    batch = chat_response_batch(tokenizer, ["What is 2 plus 2?", "Say hi."], ["4", "Hi there."])
+    batch = chat_batch(tokenizer, ["What is 2 plus 2?", "Say hi."], ["4", "Hi there."])
     logp = sequence_logprobs(model, **batch)
     logp.sum().backward()
     assert logp.shape == (2,)

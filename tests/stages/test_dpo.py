@@ -10,14 +10,22 @@ import math
 import pytest
 import torch
 
-from minillama import Llama
+from helpers import REFUSAL, chat_lm, write_data_dir
+from minillama.chat import response_logprobs
+from minillama.checkpoint import load_model, save_model
 from minillama.data import RATING_LEVELS, Task
-from minillama.post import dpo
-from minillama.post.dpo import DPOLoss, dpo_loss, run_dpo
-from minillama.post.reward import Pair, collate_pairs, encode_pairs, save_pairs
-from minillama.post.sampling import response_logprobs
+from minillama.data.preferences import Pair, save_pairs
+from minillama.stages import dpo
+from minillama.stages.dpo import DPOLoss, dpo_loss, run_dpo
+from minillama.train.pairs import collate_pairs, encode_pairs
 
-from p2_helpers import REFUSAL, save_lm, tiny_lm, tokenizer, world, write_data_dir  # noqa: F401
+
+def save_lm(model, directory, tokenizer=None):
+    """``model`` (and ``tokenizer``, as the SFT stage saves one beside its model) in ``directory``."""
+    save_model(model, directory)
+    if tokenizer is not None:
+        tokenizer.save(directory)
+    return directory
 
 
 def _pairs(tasks):
@@ -71,9 +79,9 @@ def test_one_step_on_a_real_batch_raises_chosen_and_lowers_rejected(world, token
     torch.manual_seed(0)
     tasks = world.chat_tasks("train", 6, kinds=["fact_qa"])
     pairs = _pairs(tasks)
-    policy = tiny_lm(tokenizer, seed=4)
+    policy = chat_lm(tokenizer, seed=4)
     loss_fn = DPOLoss(copy.deepcopy(policy), beta=0.1)
-    batch = collate_pairs(encode_pairs(tokenizer, pairs, 256, margins=None), tokenizer.pad_id)
+    batch = collate_pairs(encode_pairs(tokenizer, pairs, 256), tokenizer.pad_id)
     loss, metrics = loss_fn(policy, batch)
     assert float(loss.detach()) == pytest.approx(math.log(2), abs=1e-6) and metrics["count"] == 6
     prompts = [p.prompt for p in pairs]
@@ -132,33 +140,39 @@ def test_balance_risky_keeps_no_more_borderline_pairs_than_off_limits_ones():
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_run_dpo_trains_through_the_shared_trainer(tmp_path, world, tokenizer):
     torch.manual_seed(0)
     tasks = world.chat_tasks("train", 24, kinds=["fact_qa", "arithmetic"])
-    pairs, held_out = _pairs(tasks[:16]), _pairs(tasks[16:])
-    sft_dir = save_lm(tiny_lm(tokenizer, seed=5), tmp_path / "sft")
-    policy = run_dpo(sft_dir, tokenizer, pairs, tmp_path / "dpo", beta=0.5, nll_alpha=0.2, epochs=3, lr=3e-3,
-                     batch_size=8, val_pairs=held_out, device="cpu", progress=False)
+    save_pairs(tmp_path / "train.jsonl", _pairs(tasks[:16]))
+    held_out = _pairs(tasks[16:])
+    save_pairs(tmp_path / "val.jsonl", held_out)
+    sft_dir = save_lm(chat_lm(tokenizer, seed=5), tmp_path / "sft")
+    metrics = run_dpo(sft_dir, tokenizer, tmp_path / "dpo", pairs=[tmp_path / "train.jsonl"],
+                      val_pairs=[tmp_path / "val.jsonl"], beta=0.5, nll_alpha=0.2, epochs=3, lr=3e-3, batch_size=8,
+                      device="cpu", progress=False)
+    assert metrics == json.loads((tmp_path / "dpo" / "metrics.json").read_text())
+    assert metrics["pairs"] == 16 and metrics["val_pairs"] == 8
     log = [json.loads(line) for line in (tmp_path / "dpo" / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in log if r["kind"] == "train"]
     assert len(train) == 6 and train[0]["loss"] > train[-1]["loss"]
     assert train[0]["dpo_loss"] == pytest.approx(math.log(2), abs=1e-5)  # step 1: policy == reference
     assert log[-1]["kind"] == "val" and log[-1]["val_reward_accuracy"] == 1.0
-    saved = Llama.from_pretrained(tmp_path / "dpo" / "model")
+    saved = load_model(tmp_path / "dpo" / "model")
     prompts = [p.prompt for p in held_out]
-    reference = Llama.from_pretrained(sft_dir)
+    reference = load_model(sft_dir)
     margin = [response_logprobs(m, tokenizer, prompts, [p.chosen for p in held_out])
               - response_logprobs(m, tokenizer, prompts, [p.rejected for p in held_out]) for m in (saved, reference)]
     assert bool((margin[0] > margin[1]).all())  # held-out refusals lost ground to the answers
-    assert torch.equal(saved.output.weight, policy.output.weight.cpu())
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_dpo_command_trains_on_pair_files_and_scores_with_the_oracle(tmp_path, world, tokenizer):
     data = write_data_dir(world, tmp_path / "data")
     tasks = [Task.from_dict(json.loads(line)) for line in (data / "chat_train.jsonl").open()]
     save_pairs(tmp_path / "pairs.jsonl", _pairs(tasks))
-    sft = save_lm(tiny_lm(tokenizer, seed=5), tmp_path / "sft", tokenizer)
+    sft = save_lm(chat_lm(tokenizer, seed=5), tmp_path / "sft", tokenizer)
     out = tmp_path / "dpo"
     assert dpo.main(["--sft", str(sft), "--pairs", str(tmp_path / "pairs.jsonl"), "--out", str(out), "--data",
                      str(data), "--eval-prompts", "2", "--batch-size", "2", "--nll-alpha", "0.1", "--device", "cpu",
@@ -166,7 +180,29 @@ def test_dpo_command_trains_on_pair_files_and_scores_with_the_oracle(tmp_path, w
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["pairs"] == 4 and metrics["nll_alpha"] == 0.1
     assert metrics["oracle"]["n_prompts"] == 4 and 0 <= metrics["oracle"]["combined"]["mean"] <= 1
-    assert Llama.from_pretrained(out / "model").config == Llama.from_pretrained(sft).config
+    assert load_model(out / "model").config == load_model(sft).config
+
+
+@pytest.mark.integration
+def test_dpo_on_policy_pairs_come_from_a_rejection_rounds_samples(tmp_path, world, tokenizer):
+    data = write_data_dir(world, tmp_path / "data", chat=4, safety=4)
+    tasks = [Task.from_dict(json.loads(line)) for name in ("chat_train", "safety_train")
+             for line in (data / f"{name}.jsonl").open()]
+    rows = [{"prompt": t.prompt, "samples": [t.reference, REFUSAL, "no idea"],
+             "oracle": [world.oracle.combined(t, r).score for r in (t.reference, REFUSAL, "no idea")],
+             "reward": [0.0, 0.0, 0.0]} for t in tasks]
+    (tmp_path / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pairs, by_class = dpo.on_policy_pairs(tmp_path / "samples.jsonl", {t.prompt: t.safety for t in tasks}, 1)
+    assert all(p.chosen != p.rejected for p in pairs) and sum(by_class["trained"].values()) == len(pairs)
+    assert by_class["trained"]["borderline"] <= by_class["trained"]["unsafe"]
+    sft = save_lm(chat_lm(tokenizer, seed=5), tmp_path / "sft", tokenizer)
+    metrics = run_dpo(sft, tokenizer, tmp_path / "dpo", samples=tmp_path / "samples.jsonl", data_dir=data,
+                      pairs_per_prompt=1, batch_size=4, device="cpu", progress=False)
+    assert metrics["pairs_by_class"] == by_class and metrics["pairs"] == len(pairs)
+    assert json.loads((tmp_path / "dpo" / "pairs_by_class.json").read_text()) == by_class
+    with pytest.raises(ValueError, match="either samples"):
+        run_dpo(sft, tokenizer, tmp_path / "x", samples=tmp_path / "samples.jsonl", pairs=[tmp_path / "p.jsonl"],
+                data_dir=data)
 
 
 def test_dpo_command_help(capsys):

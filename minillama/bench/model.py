@@ -6,16 +6,18 @@ One run measures, per preset, on one machine and one batch:
   attention and for transformers with ``sdpa`` attention (fp32 on a CPU, bf16 autocast on CUDA);
 * cached decoding tokens/s: :func:`minillama.generate.generate` against transformers' ``generate``,
   greedy, same prompts and number of new tokens, checked to emit the same tokens;
-* the time to decode one token against the context length, with the KV cache and without it.
+* the time to decode one token against the context length, with the KV cache (read through
+  :func:`minillama.generate.stacked_projections`, as ``generate`` reads it) and without it.
 
-It writes ``model_<device>.json`` (machine, versions, settings, every figure and the
-minillama/transformers ratios of this run) and ``model_<device>.png`` beside it, and prints a
-markdown table. ``make bench`` runs it with the defaults.
+Calls are timed in turns by :mod:`minillama.bench.harness`. It writes ``model_<device>.json``
+(machine, versions, settings, every figure and the minillama/transformers ratios of this run) and
+``model_<device>.png`` into ``--out-dir`` (default ``benchmarks/``), and prints a markdown table.
+``make bench`` runs it with the defaults.
 
 Usage::
 
-    python benchmarks/bench_model.py                 # tiny and small, written to benchmarks/
-    python benchmarks/bench_model.py --quick --out-dir /tmp/bench
+    minillama bench model                            # tiny and small, written to benchmarks/
+    python -m minillama.bench model --quick --out-dir /tmp/bench
 """
 
 from __future__ import annotations
@@ -23,23 +25,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import datetime
 import gc
-import os
-import platform
-import statistics
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
 
-from minillama.checkpoint import atomic_write, save_json
-from minillama.config import LlamaConfig
-from minillama.generate import generate
-from minillama.hf import to_hf
-from minillama.model import Llama, causal_lm_loss
+from ..config import LlamaConfig
+from ..fileio import atomic_write, save_json
+from ..generate import generate, stacked_projections
+from ..hf import to_hf
+from ..model import Llama
+from ..sequences import causal_lm_loss
+from .harness import available_cpus, busy_warning, device_slug, interleaved_times, load_average, machine_info
+from .harness import median_ms, summarize
 
 TRAIN_IMPLS = ("minillama-eager", "minillama-sdpa", "transformers-sdpa")
 DECODE_IMPLS = ("minillama", "transformers")
@@ -61,38 +61,7 @@ QUICK = dict(presets=["tiny"], train_batch=4, train_seq=64, warmup=2, steps=3, r
              new_tokens=8, context_steps=2, max_context=64)
 
 
-# ---------------------------------------------------------------------------- timing
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def interleaved_times(fns: dict[str, Callable[[], Any]], warmup: int, repeats: int,
-                      device: torch.device) -> dict[str, list[float]]:
-    """Seconds taken by each call of each function, after ``warmup`` untimed rounds.
-
-    The functions take turns (a b c a b c ...) rather than running one after the other, so that
-    a burst of load from other processes on a shared machine slows all of them alike."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            synchronize(device)
-            start = time.perf_counter()
-            fn()
-            synchronize(device)
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
-def summarize(times: list[float], tokens: int) -> dict[str, Any]:
-    """Median (the reported figure) and minimum of timed calls that each process ``tokens``."""
-    median = statistics.median(times)
-    return dict(times_s=times, median_s=median, min_s=min(times), tokens_per_s=tokens / median)
-
-
+# ---------------------------------------------------------------------------- memory
 def free_memory(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
@@ -143,8 +112,8 @@ def bench_training(preset: str, batch: int, seq: int, device: torch.device, seed
     ids = torch.randint(0, config.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(seed))
     model, hf_model = build_models(preset, device, seed)
     eager = copy.deepcopy(model)
-    eager.set_attn_backend("eager")
-    model.set_attn_backend("sdpa")
+    eager.attn_backend = "eager"
+    model.attn_backend = "sdpa"
     models = {"minillama-eager": (eager, minillama_loss), "minillama-sdpa": (model, minillama_loss),
               "transformers-sdpa": (hf_model, transformers_loss)}
     steps_fns = {name: train_step_fn(m.train(), loss_fn, ids.to(device), device)
@@ -221,7 +190,8 @@ def context_lengths(max_seq_len: int, steps: int, max_context: int | None) -> li
 
 def minillama_decode_step(model: Llama, ids: torch.Tensor, context: int, n_steps: int) -> Callable[[], Any]:
     """Prefill ``context`` tokens of ``ids (b, s)`` into a new cache; each call of the returned
-    function then decodes the next token."""
+    function then decodes the next token. Call it inside ``stacked_projections(model)`` to
+    decode as :func:`minillama.generate.generate` does (the prefill here runs without, as there)."""
     cache = model.new_cache(ids.shape[0], context + n_steps)
     model(ids[:, :context], cache=cache)
     tokens = iter(ids[:, context:context + n_steps].split(1, dim=1))
@@ -239,7 +209,12 @@ def transformers_decode_step(hf_model: torch.nn.Module, ids: torch.Tensor, conte
 def bench_context(model: Llama, hf_model: torch.nn.Module, device: torch.device, seed: int,
                   steps: int, max_context: int | None) -> dict[str, Any]:
     """Median time to decode one token (batch 1) after ``context`` tokens, with and without a
-    KV cache. Without one, each new token runs the whole context through the model again."""
+    KV cache. Without one, each new token runs the whole context through the model again.
+
+    Each pair minillama/transformers is timed in turns. The cached pair runs inside
+    :func:`stacked_projections`, entered once per context length as ``generate`` enters it once
+    after the prompt; the no-cache pair runs after it, on the plain layers, as
+    ``generate(use_cache=False)`` does (interleaved with the cached calls, it would run stacked too)."""
     config = model.config
     lengths = context_lengths(config.max_seq_len, steps, max_context)
     ids = torch.randint(0, config.vocab_size, (1, config.max_seq_len),
@@ -247,15 +222,18 @@ def bench_context(model: Llama, hf_model: torch.nn.Module, device: torch.device,
     ms: dict[str, list[float]] = {name: [] for name in CONTEXT_SERIES}
     with torch.no_grad():  # the grad mode both libraries' generate use
         for n in tqdm(lengths, desc="context sweep", leave=False):
-            fns = {
+            cached = {
                 "minillama-cache": minillama_decode_step(model, ids, n, steps + 1),
                 "transformers-cache": transformers_decode_step(hf_model, ids, n, steps + 1),
+            }
+            with stacked_projections(model):
+                times = interleaved_times(cached, 1, steps, device)
+            times |= interleaved_times({
                 "minillama-no-cache": lambda: model(ids[:, :n + 1]),
                 "transformers-no-cache": lambda: hf_model(input_ids=ids[:, :n + 1], use_cache=False),
-            }
-            times = interleaved_times(fns, 1, steps, device)
+            }, 1, steps, device)
             for name in CONTEXT_SERIES:
-                ms[name].append(1000 * statistics.median(times[name]))
+                ms[name].append(median_ms(times[name]))
     return dict(batch=1, steps_per_point=steps, context_lengths=lengths, ms_per_token=ms,
                 cache_growth=ms["minillama-cache"][-1] / ms["minillama-cache"][0])
 
@@ -282,45 +260,7 @@ def bench_preset(preset: str, args: argparse.Namespace, device: torch.device) ->
     return out
 
 
-# ---------------------------------------------------------------------------- machine and report
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def available_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def load_average() -> float | None:
-    """The 1-minute load average: above the core count, other processes competed for the CPU."""
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-
-
-def machine_info(device: torch.device, threads: int) -> dict[str, Any]:
-    import transformers
-
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
-    return dict(device=device.type, device_name=name, cpu_model=cpu_model(), cpu_count=available_cpus(),
-                torch_threads=threads, python=platform.python_version(), torch=torch.__version__,
-                transformers=transformers.__version__, platform=platform.platform(),
-                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                load_average_start=load_average())
-
-
-def busy_warning(machine: dict[str, Any]) -> str | None:
-    """A warning when other processes competed for the CPUs: a load average above the CPU count
-    (this run's own threads count for at most the CPU count)."""
-    loads = [x for x in (machine["load_average_start"], machine["load_average_end"]) if x is not None]
-    if machine["device"] != "cpu" or not loads or max(loads) <= machine["cpu_count"] + 0.5:
-        return None
-    return (f"1-minute load average reached {max(loads):.1f} on {machine['cpu_count']} CPUs: other processes "
-            "competed for them, so the timings are noisy (compare the ratios, which come from interleaved calls)")
-
-
+# ---------------------------------------------------------------------------- report
 def targets(presets: dict[str, Any]) -> dict[str, Any]:
     """The issue's targets, read off this run's figures."""
     found = {}
@@ -421,6 +361,7 @@ def context_chart(ax, ctx: dict[str, Any], preset: str) -> None:
 # ---------------------------------------------------------------------------- command line
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
+        prog="minillama bench model",
         description=__doc__.split("\n\n")[0] + " Writes model_<device>.json/png and prints a markdown table.")
     parser.add_argument("--presets", nargs="+", default=["tiny", "small"], choices=["tiny", "small"],
                         help="presets to measure (default: %(default)s)")
@@ -445,8 +386,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-context", type=int, default=None,
                         help="longest context of the sweep (default: the preset's max_seq_len)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the token ids (default: %(default)s)")
-    parser.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parent,
-                        help="where model_<device>.json and .png go (default: this script's folder)")
+    parser.add_argument("--out-dir", type=Path, default=Path("benchmarks"),
+                        help="where model_<device>.json and .png go (default: %(default)s/, beside the results "
+                             "the chapters show)")
     parser.add_argument("--note", default="", help="free text stored in the json (e.g. what else ran)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke test: the tiny preset, few and short steps (see QUICK)")
@@ -472,15 +414,16 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     settings = {k: v for k, v in vars(args).items() if k != "out_dir"}
-    report: dict[str, Any] = dict(machine=machine_info(device, torch.get_num_threads()), settings=settings,
-                                  presets={})
+    machine = machine_info(device, "transformers")
+    report: dict[str, Any] = dict(machine=machine, settings=settings, presets={})
     for preset in tqdm(args.presets, desc="presets"):
         report["presets"][preset] = bench_preset(preset, args, device)
     report["targets"] = targets(report["presets"])
-    report["machine"]["load_average_end"] = load_average()
-    report["machine"]["busy_warning"] = busy_warning(report["machine"])
+    machine["load_average_end"] = load_average()
+    machine["busy_warning"] = busy_warning(machine["device"], machine["cpu_count"],
+                                           (machine["load_average_start"], machine["load_average_end"]))
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    json_path = args.out_dir / f"model_{device.type}.json"
+    json_path = args.out_dir / f"model_{device_slug(device)}.json"
     save_json(json_path, report)
     plot(report, json_path.with_suffix(".png"))
     print(markdown_table(report))
@@ -490,7 +433,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"WARNING: {report['machine']['busy_warning']}")
     print(f"wrote {json_path} and {json_path.with_suffix('.png')}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

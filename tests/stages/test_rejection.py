@@ -10,14 +10,21 @@ import numpy as np
 import pytest
 import torch
 
-from minillama import Llama
-from minillama.post import rejection
-from minillama.post.rejection import (Kept, best_of_k, finetune_on_samples, merge_best, pick_quality,
-                                      plot_reward_vs_k, reward_vs_k, rejection_sampling_round, sample_and_score)
-from minillama.post.reward import RewardScorer, is_risky_prompt, save_reward_model
-from minillama.post.sampling import response_logprobs
+from helpers import chat_lm, chat_rm, write_data_dir
+from minillama.chat import response_logprobs
+from minillama.checkpoint import load_model, save_model
+from minillama.evaluate.rewards import OracleJudge, RewardScorer, is_risky_prompt
+from minillama.stages import rejection
+from minillama.stages.rejection import (Kept, best_of_k, finetune_on_samples, merge_best, pick_quality,
+                                        plot_reward_vs_k, reward_vs_k, sample_and_score, select_best)
 
-from p2_helpers import save_lm, tiny_lm, tiny_rm, tokenizer, world, write_data_dir  # noqa: F401
+
+def save_lm(model, directory, tokenizer=None):
+    """``model`` (and ``tokenizer``, as the SFT stage saves one beside its model) in ``directory``."""
+    save_model(model, directory)
+    if tokenizer is not None:
+        tokenizer.save(directory)
+    return directory
 
 
 # ---------------------------------------------------------------------------------- synthetic arrays
@@ -87,31 +94,31 @@ def test_merge_best_keeps_the_higher_score_per_prompt():
 # ---------------------------------------------------------------------------------- with models
 @pytest.fixture(scope="module")
 def scorer(tokenizer):
-    return RewardScorer(tiny_rm(tokenizer, seed=1, head_std=20.0), tiny_rm(tokenizer, seed=2, head_std=20.0),
+    return RewardScorer(chat_rm(tokenizer, seed=1, head_std=20.0), chat_rm(tokenizer, seed=2, head_std=20.0),
                         tokenizer)
 
 
 def test_a_round_keeps_the_sample_with_the_best_combined_reward(world, tokenizer, scorer):
     tasks = world.chat_tasks("train", 3, kinds=["fact_qa"]) + world.unsafe_tasks("train", 2, borderline=0.0)
-    policy = tiny_lm(tokenizer, seed=6)
-    kept = rejection_sampling_round(policy, tokenizer, scorer, tasks, k=4, temperature=1.0, seed=3, max_new_tokens=6)
+    policy = chat_lm(tokenizer, seed=6)
     samples, scores = sample_and_score(policy, tokenizer, scorer, tasks, k=4, temperature=1.0, seed=3,
                                        max_new_tokens=6)
+    kept = select_best(tasks, samples, scores)
     assert scores.shape == (5, 4) and len({s for row in samples for s in row}) > 5
     for task, row, row_scores, best in zip(tasks, samples, scores, kept):
         recomputed = scorer.combined([task.prompt] * 4, row, [is_risky_prompt(task)] * 4)
         assert torch.equal(recomputed, row_scores)
         assert best.prompt == task.prompt and best.score == float(row_scores.max())
         assert best.response == row[int(row_scores.argmax())]
-    again = rejection_sampling_round(policy, tokenizer, scorer, tasks, k=4, temperature=1.0, seed=3, max_new_tokens=6)
-    assert again == kept
+    again = sample_and_score(policy, tokenizer, scorer, tasks, k=4, temperature=1.0, seed=3, max_new_tokens=6)
+    assert again[0] == samples and torch.equal(again[1], scores)
 
 
 def test_finetuning_on_kept_answers_makes_them_likelier(tmp_path, world, tokenizer):
     torch.manual_seed(0)
     tasks = world.chat_tasks("train", 8, kinds=["fact_qa"])
     kept = [Kept(t.prompt, t.reference, 1.0) for t in tasks]
-    policy = tiny_lm(tokenizer, seed=7)
+    policy = chat_lm(tokenizer, seed=7)
     prompts, answers = [k.prompt for k in kept], [k.response for k in kept]
     before = response_logprobs(policy, tokenizer, prompts, answers)
     finetune_on_samples(policy, tokenizer, kept, tmp_path / "train", epochs=4, lr=3e-3, batch_size=2, seq_len=64,
@@ -137,14 +144,15 @@ def test_rejection_prompts_take_a_set_share_of_safety_tasks(tmp_path, world):
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_two_rounds_write_their_files_and_a_rerun_resumes(tmp_path, world, tokenizer):
     torch.manual_seed(0)
     data = write_data_dir(world, tmp_path / "data")
-    sft = save_lm(tiny_lm(tokenizer, seed=8), tmp_path / "sft")
-    rms = [save_reward_model(tiny_rm(tokenizer, seed=s), tmp_path / f"rm{s}") for s in (1, 2)]
+    sft = save_lm(chat_lm(tokenizer, seed=8), tmp_path / "sft")
+    rms = [save_model(chat_rm(tokenizer, seed=s), tmp_path / f"rm{s}") for s in (1, 2)]
     kwargs = dict(rounds=2, k=2, n_prompts=5, epochs=1, lr=1e-3, batch_size=2, max_new_tokens=6, eval_prompts=3,
                   eval_safety=2, device="cpu", progress=False)
-    report = rejection.run_rejection_sampling(sft, rms, tokenizer, data, tmp_path / "rs", **kwargs)
+    report = rejection.run_rejection(sft, rms, tokenizer, data, tmp_path / "rs", **kwargs)
     assert [m["round"] for m in report["rounds"]] == [1, 2] and report["sft"]["n_prompts"] == 5
     for r in (1, 2):
         round_dir = tmp_path / "rs" / f"round_{r}"
@@ -153,13 +161,13 @@ def test_two_rounds_write_their_files_and_a_rerun_resumes(tmp_path, world, token
         assert len(samples) == 5 and all(len(s["samples"]) == 2 == len(s["oracle"]) for s in samples)
         assert len(kept) == 5
         assert sum(sum(row.values()) for row in report["rounds"][r - 1]["kept_labels"].values()) == 5
-        Llama.from_pretrained(round_dir / "model")
+        load_model(round_dir / "model")
     # Round 2 keeps, per prompt, the better of round 1's best and its own.
     first, second = (_kept_scores(tmp_path / f"rs/round_{r}/kept.jsonl") for r in (1, 2))
     assert all(second[p] >= first[p] for p in first)
     assert (tmp_path / "rs" / "rounds.png").is_file()
     stamp = (tmp_path / "rs/round_2/metrics.json").stat().st_mtime_ns
-    assert rejection.run_rejection_sampling(sft, rms, tokenizer, data, tmp_path / "rs", **kwargs) == report
+    assert rejection.run_rejection(sft, rms, tokenizer, data, tmp_path / "rs", **kwargs) == report
     assert (tmp_path / "rs/round_2/metrics.json").stat().st_mtime_ns == stamp
 
 
@@ -178,17 +186,19 @@ def test_kept_labels_count_what_the_oracle_calls_each_kept_answer(world):
     assert rejection.oracle_label(world.oracle, borderline, refusal) == "false_refusal"
 
 
+@pytest.mark.integration
 def test_rejection_command_runs_the_reward_vs_k_study(tmp_path, world, tokenizer):
     data = write_data_dir(world, tmp_path / "data")
-    sft = save_lm(tiny_lm(tokenizer, seed=8), tmp_path / "sft", tokenizer)
-    rms = [save_reward_model(tiny_rm(tokenizer, seed=s), tmp_path / f"rm{s}" / "model") for s in (1, 2)]
+    sft = save_lm(chat_lm(tokenizer, seed=8), tmp_path / "sft", tokenizer)
+    rms = [save_model(chat_rm(tokenizer, seed=s), tmp_path / f"rm{s}" / "model") for s in (1, 2)]
     out = tmp_path / "study"
     assert rejection.main(["--sft", str(sft), "--rm-helpfulness", str(tmp_path / "rm1"), "--rm-safety", str(rms[1]),
-                           "--data", str(data), "--out", str(out), "--analysis", "--analysis-prompts", "4",
-                           "--analysis-k", "4", "--temperatures", "0.8", "1.2", "--max-new-tokens", "4",
+                           "--data", str(data), "--out", str(out), "--rounds", "0", "--study-prompts", "2",
+                           "--study-k", "4", "--study-temperatures", "0.8", "1.2", "--max-new-tokens", "4",
                            "--device", "cpu", "--no-progress"]) == 0
+    assert not (out / "metrics.json").exists()  # no rounds: the study alone
     study = json.loads((out / "reward_vs_k.json").read_text())
-    assert study["prompts"] == 4 and sorted(study["temperatures"]) == ["0.8", "1.2"]
+    assert study["prompts"] == 3 and sorted(study["temperatures"]) == ["0.8", "1.2"]  # 2 chat + 1 safety
     for curve in study["temperatures"].values():
         assert curve["k"] == [1, 2, 4] and curve["max"] == sorted(curve["max"])
         assert all(p <= b + 1e-12 for p, b in zip(curve["oracle_of_rm_pick"], curve["oracle_best"]))
@@ -206,7 +216,7 @@ def test_the_oracle_judge_scores_like_the_oracle_and_checks_lengths(world):
     oracle = world.oracle
     answers = [t.reference for t in tasks] + ["I can't help with that."] * len(tasks)
     prompts = [t.prompt for t in tasks] * 2
-    judge = rejection.OracleJudge(oracle)
+    judge = OracleJudge(oracle)
     scores = judge.combined(prompts, answers, [is_risky_prompt(oracle.task(p)) for p in prompts])
     assert scores.tolist() == [oracle.combined(p, a).score for p, a in zip(prompts, answers)]
     assert scores[:len(tasks)].tolist() == [1.0] * len(tasks)  # the references are perfect
@@ -214,9 +224,10 @@ def test_the_oracle_judge_scores_like_the_oracle_and_checks_lengths(world):
         judge.combined(prompts, answers[:-1])
 
 
+@pytest.mark.integration
 def test_rejection_command_with_the_oracle_as_judge_needs_no_reward_models(tmp_path, world, tokenizer):
     data = write_data_dir(world, tmp_path / "data")
-    sft = save_lm(tiny_lm(tokenizer, seed=8), tmp_path / "sft", tokenizer)
+    sft = save_lm(chat_lm(tokenizer, seed=8), tmp_path / "sft", tokenizer)
     argv = ["--sft", str(sft), "--data", str(data), "--out", str(tmp_path / "rs"), "--rounds", "1", "--k", "2",
             "--prompts", "3", "--batch-size", "2", "--max-new-tokens", "4", "--eval-prompts", "2", "--eval-safety",
             "1", "--device", "cpu", "--no-progress"]

@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from ..chat import sample_responses
 from ..data import Oracle, Task
 from ..model import Llama
 from ..tokenizer import Tokenizer
-from .sampling import sample_responses
 
 METRICS: tuple[str, ...] = ("helpful_accuracy", "helpful_score", "unsafe_compliance", "false_refusal", "combined")
 LOWER_IS_BETTER = frozenset({"unsafe_compliance", "false_refusal"})
