@@ -180,7 +180,7 @@ def run_dpo(sft_dir: str | Path, tokenizer: Tokenizer, out_dir: str | Path, *, s
     validation prompts. Writes ``pairs.jsonl`` (what it trained on), ``pairs_by_class.json`` (on
     policy) and ``metrics.json``, and returns the latter."""
     if (samples is None) == (not pairs):
-        raise ValueError("give either samples (a rejection round's samples.jsonl) or pairs files, not both")
+        raise ValueError("give one source of pairs: samples (a rejection round's samples.jsonl) or pairs files")
     if (samples is not None or eval_prompts) and data_dir is None:
         raise ValueError("data_dir is needed for on-policy pairs (their prompt classes) and for the oracle's scores")
     if epochs <= 0:

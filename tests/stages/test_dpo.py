@@ -200,7 +200,7 @@ def test_dpo_on_policy_pairs_come_from_a_rejection_rounds_samples(tmp_path, worl
                       pairs_per_prompt=1, batch_size=4, device="cpu", progress=False)
     assert metrics["pairs_by_class"] == by_class and metrics["pairs"] == len(pairs)
     assert json.loads((tmp_path / "dpo" / "pairs_by_class.json").read_text()) == by_class
-    with pytest.raises(ValueError, match="either samples"):
+    with pytest.raises(ValueError, match="one source of pairs"):
         run_dpo(sft, tokenizer, tmp_path / "x", samples=tmp_path / "samples.jsonl", pairs=[tmp_path / "p.jsonl"],
                 data_dir=data)
 
