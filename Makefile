@@ -21,7 +21,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed  ## create .venv and install minillama with all extras
 
-test: $(VENV)/.installed  ## the whole suite: pytest (unit, parity, integration) and nbval over the notebooks
+test: $(VENV)/.installed  ## the whole suite: the package's floors (import-linter), pytest and nbval over the notebooks
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -n $(JOBS) --durations=15 tests
 	@if ls notebooks/*.ipynb solutions/*.ipynb >/dev/null 2>&1; then \
 	  OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist loadscope --nbval --nbval-sanitize-with .nbval-sanitize.cfg -p no:randomly notebooks solutions; \

@@ -101,6 +101,7 @@ def test_make_installs_with_the_constraints() -> None:
     test_prerequisites, test_recipe = makefile_rule("test")
     assert "$(VENV)/.installed" in test_prerequisites.split()
     assert any("pytest" in line and "tests" in line.split() for line in test_recipe)
+    assert test_recipe[0].endswith("lint-imports")  # the floors are checked before anything runs
 
 
 def test_ci_runs_make_test() -> None:
