@@ -35,7 +35,8 @@ def test_medians_ignore_one_slow_call():
     assert summary["tokens_per_s"] == pytest.approx(10_000)
 
 
-@pytest.mark.parametrize("start, end, busy", [(0.2, 1.9, False), (None, 2.4, False), (3.1, 1.0, True), (0.5, 6.0, True)])
+@pytest.mark.parametrize("start, end, busy",
+                         [(0.2, 1.9, False), (None, 2.4, False), (3.1, 1.0, True), (0.5, 6.0, True)])
 def test_busy_warning_flags_a_load_above_the_cpu_count(start, end, busy):
     warning = harness.busy_warning("cpu", 2, (start, end))
     assert (warning is not None) == busy

@@ -204,7 +204,8 @@ def stage_dpo(out: Path, data_dir: Path, tok: Tokenizer, budget: dict[str, Any],
     run = out / "dpo"
     if not (run / "metrics.json").is_file():
         run_dpo(out / "sft" / "model", tok, run, samples=out / "rejection" / "round_1" / "samples.jsonl",
-                data_dir=data_dir, val_pairs=[out / f"rm_{kind}" / "pairs_val.jsonl" for kind in ("helpfulness", "safety")],
+                data_dir=data_dir,
+                val_pairs=[out / f"rm_{kind}" / "pairs_val.jsonl" for kind in ("helpfulness", "safety")],
                 pairs_per_prompt=budget["dpo_pairs_per_prompt"], max_val_pairs=500, beta=budget["dpo_beta"],
                 nll_alpha=budget["dpo_nll_alpha"], lr=budget["dpo_lr"], batch_size=budget["batch_size"], seed=seed,
                 progress=progress)

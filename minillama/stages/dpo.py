@@ -274,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
                       max_val_pairs=args.max_val_pairs, beta=args.beta, nll_alpha=args.nll_alpha, epochs=args.epochs,
                       lr=args.lr, batch_size=args.batch_size, eval_prompts=args.eval_prompts, seed=args.seed,
                       device=args.device, progress=not args.no_progress)
-    line = f"DPO (beta {args.beta}, nll_alpha {args.nll_alpha}) on {metrics['pairs']} pairs: model in {args.out / 'model'}"
+    line = (f"DPO (beta {args.beta}, nll_alpha {args.nll_alpha}) on {metrics['pairs']} pairs: "
+            f"model in {args.out / 'model'}")
     if "oracle" in metrics:
         line += f"; combined score on val prompts {metrics['oracle']['combined']['mean']:.3f}"
     print(line)

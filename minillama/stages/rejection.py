@@ -399,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if (args.judge == "reward-models" or args.study_prompts) and (args.rm_helpfulness is None or args.rm_safety is None):
+    needs_rms = args.judge == "reward-models" or args.study_prompts
+    if needs_rms and (args.rm_helpfulness is None or args.rm_safety is None):
         parser.error("--rm-helpfulness and --rm-safety are required unless --judge oracle (the study always "
                      "reads the reward models)")
     tokenizer = Tokenizer.load(args.tokenizer or resolve_model_dir(args.sft))

@@ -9,11 +9,12 @@ Packing, as Llama 2 did it, with one change: Llama 2 concatenated its chats into
 4,096 tokens. Here the chats (a few dozen tokens each), in a seeded random order, fill rows of
 ``seq_len + 1`` tokens whole (:class:`~minillama.train.packing.PackedSFTBatches`): a chat that
 would not fit starts the next row, and the rest of a row is padding with label ``-100`` (12% of
-the row tokens in the course run). Cutting the stream at fixed row boundaries instead would leave one chat in five split across two rows,
-its answer trained without its question in view: with 256-token rows that taught the tiny model
-to answer with a name from nowhere ("What does Fay do for work?" -> "Adam is a baker."): helpful
-accuracy 0.09 against 0.15 for whole chats, on 1,500 validation prompts, from the same pretrained
-model with two seeds each. Inputs are ``row[:-1]``, targets ``row[1:]``.
+the row tokens in the course run). Cutting the stream at fixed row boundaries instead would leave
+one chat in five split across two rows, its answer trained without its question in view: with
+256-token rows that taught the tiny model to answer with a name from nowhere ("What does Fay do for
+work?" -> "Adam is a baker."): helpful accuracy 0.09 against 0.15 for whole chats, on 1,500
+validation prompts, from the same pretrained model with two seeds each. Inputs are ``row[:-1]``,
+targets ``row[1:]``.
 
 What packing allows: the padding sits at the end of a row, so the causal mask already keeps every
 real token from attending to it, but an answer does attend to the chats packed before it in the
