@@ -30,10 +30,8 @@ from tqdm.auto import tqdm
 
 from .generate import generate
 from .model import Llama
-from .sequences import IGNORE_INDEX, eval_mode, pad_rows, sequence_logprobs
+from .sequences import IGNORE_INDEX, Example, eval_mode, pad_rows, sequence_logprobs
 from .tokenizer import Tokenizer
-
-Example = tuple[list[int], list[int]]  # (token ids, labels with IGNORE_INDEX outside the answer)
 
 
 def chat_messages(prompt: str, response: str | None = None, system: str | None = None) -> list[dict[str, str]]:
@@ -132,7 +130,7 @@ def sample_responses(model: Llama, tokenizer: Tokenizer, prompts: list[str], n_s
                            attention_mask=mask.to(model.device), pad_id=tokenizer.pad_id, uniforms=uniforms)
             for k, row in zip(batch, out[:, ids.shape[1]:].tolist()):
                 written = next((n + 1 for n, tok in enumerate(row) if tok in stop_ids), len(row))
-                texts[k] = response_text(tokenizer, row[:written], stop_ids)
+                texts[k] = response_text(tokenizer, row, stop_ids)
                 new_tokens += written
             bar.update(len(batch))
     if stats is not None:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 IGNORE_INDEX = -100
+Example = tuple[list[int], list[int]]  # (token ids, labels with IGNORE_INDEX outside the answer)
 
 
 def pad_rows(rows: Sequence[Sequence[int]], pad_id: int = 0, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

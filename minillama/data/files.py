@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import inspect
 import json
 import time
 from collections.abc import Callable
@@ -30,10 +31,6 @@ from ..fileio import jsonl, read_jsonl, write_text
 from .splits import SPLITS
 from .tasks import Task
 from .world import SIZES, TinyWorld
-
-DEFAULTS = dict(chars=3_000_000, eval_chars=150_000, chat=20_000, eval_chat=1_000, safety=2_000, eval_safety=300,
-                borderline=0.5)
-
 
 def write_dataset(out: str | Path, seed: int = 0, chars: int = 3_000_000, eval_chars: int = 150_000,
                   chat: int = 20_000, eval_chat: int = 1_000, safety: int = 2_000, eval_safety: int = 300,
@@ -108,19 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate a TinyWorld: pretraining text, chat and safety tasks with reference answers, "
                     "and cloze prompts, split into train/val/test with no prompt shared between splits.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    defaults = {name: arg.default for name, arg in inspect.signature(write_dataset).parameters.items()}
     p.add_argument("--out", type=Path, required=True, help="folder to write into (created if missing)")
-    p.add_argument("--seed", type=int, default=0, help="world seed: the same seed gives the same files, byte for byte")
-    p.add_argument("--chars", type=int, default=DEFAULTS["chars"], help="characters of training text (train.txt)")
-    p.add_argument("--eval-chars", type=int, default=DEFAULTS["eval_chars"],
+    p.add_argument("--seed", type=int, default=defaults["seed"],
+                   help="world seed: the same seed gives the same files, byte for byte")
+    p.add_argument("--chars", type=int, default=defaults["chars"], help="characters of training text (train.txt)")
+    p.add_argument("--eval-chars", type=int, default=defaults["eval_chars"],
                    help="characters of text in each of val.txt and test.txt")
-    p.add_argument("--chat", type=int, default=DEFAULTS["chat"], help="chat tasks in chat_train.jsonl")
-    p.add_argument("--eval-chat", type=int, default=DEFAULTS["eval_chat"],
+    p.add_argument("--chat", type=int, default=defaults["chat"], help="chat tasks in chat_train.jsonl")
+    p.add_argument("--eval-chat", type=int, default=defaults["eval_chat"],
                    help="chat tasks in each of chat_val.jsonl and chat_test.jsonl")
-    p.add_argument("--safety", type=int, default=DEFAULTS["safety"],
+    p.add_argument("--safety", type=int, default=defaults["safety"],
                    help="safety tasks (unsafe and borderline) in safety_train.jsonl")
-    p.add_argument("--eval-safety", type=int, default=DEFAULTS["eval_safety"],
+    p.add_argument("--eval-safety", type=int, default=defaults["eval_safety"],
                    help="safety tasks in each of safety_val.jsonl and safety_test.jsonl")
-    p.add_argument("--borderline", type=float, default=DEFAULTS["borderline"],
+    p.add_argument("--borderline", type=float, default=defaults["borderline"],
                    help="share of the safety tasks that are harmless look-alikes (for measuring false refusals)")
     for name, (default, lo, hi) in SIZES.items():
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=default, dest=name,

@@ -23,7 +23,6 @@ Rating levels and margins are not used by the loss.
 from __future__ import annotations
 
 import argparse
-import math
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -44,8 +43,7 @@ from ..fileio import read_jsonl, save_json
 from ..model import Llama
 from ..sequences import sequence_logprobs
 from ..tokenizer import Tokenizer
-from ..train import TrainConfig, Trainer, mean_over_batches
-from ..train.pairs import PairBatches, encode_pairs
+from ..train.pairs import train_on_pairs
 
 
 def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
@@ -201,20 +199,9 @@ def run_dpo(sft_dir: str | Path, tokenizer: Tokenizer, out_dir: str | Path, *, s
     metrics.update(pairs=len(train_pairs), val_pairs=len(held_out))
 
     policy, reference = (load_model(sft_dir, torch.float32, Llama) for _ in range(2))
-    loss_fn = DPOLoss(reference, beta, nll_alpha)
-    train = encode_pairs(tokenizer, train_pairs, policy.config.max_seq_len)
-    val_batches = PairBatches(encode_pairs(tokenizer, held_out, policy.config.max_seq_len), batch_size,
-                              pad_id=tokenizer.pad_id).in_order() if held_out else []
-    steps = max(1, math.ceil(epochs * len(train) / batch_size))
-    config = TrainConfig(steps=steps, lr=lr, warmup_steps=max(1, round(0.1 * steps)) if steps > 1 else 0,
-                         eval_interval=0, checkpoint_interval=max(1, steps // 4), seed=seed, device=device,
-                         progress=progress)
-
-    def val_fn(model: nn.Module) -> dict[str, float]:
-        return mean_over_batches(model, loss_fn, val_batches)
-
-    Trainer(policy, loss_fn, PairBatches(train, batch_size, seed, tokenizer.pad_id), config, out_dir,
-            val_fn if held_out else None).fit()
+    train_on_pairs(policy, DPOLoss(reference, beta, nll_alpha), tokenizer, train_pairs, out_dir, val_pairs=held_out,
+                   epochs=epochs, lr=lr, batch_size=batch_size, warmup_share=0.1, seed=seed, device=device,
+                   progress=progress)
     save_model(policy.eval(), out_dir / "model")
     if eval_prompts:
         tasks = val_tasks(data_dir, eval_prompts, eval_prompts)

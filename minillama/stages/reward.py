@@ -21,7 +21,6 @@ ties become "negligibly better / unsure" pairs is told there).
 from __future__ import annotations
 
 import argparse
-import math
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,8 +41,8 @@ from ..evaluate.rewards import raw_rewards
 from ..fileio import atomic_write, save_json
 from ..model import Llama, LlamaRewardModel
 from ..tokenizer import Tokenizer
-from ..train import DistEnv, TrainConfig, Trainer, mean_over_batches
-from ..train.pairs import PairBatches, encode_pairs
+from ..train import DistEnv
+from ..train.pairs import train_on_pairs
 
 # Llama 2's two margin tables (its "margin small" and "margin large"), in RATING_LEVELS order:
 # significantly better, better, slightly better, negligibly better / unsure. "small" is the
@@ -147,21 +146,8 @@ def train_reward_model(init_lm_dir: str | Path, tokenizer: Tokenizer, pairs: Seq
     if epochs <= 0:
         raise ValueError(f"epochs must be > 0, got {epochs}")
     rm = LlamaRewardModel.from_lm(load_model(init_lm_dir, dtype=torch.float32, kind=Llama))
-    loss_fn = RewardLoss(margins)
-    train = encode_pairs(tokenizer, pairs, rm.config.max_seq_len)
-    steps = max(1, math.ceil(epochs * len(train) / batch_size))
-    config = TrainConfig(steps=steps, lr=lr, warmup_steps=max(1, round(0.03 * steps)) if steps > 1 else 0,
-                         eval_interval=0, checkpoint_interval=max(1, steps // 4), seed=seed, device=device,
-                         progress=progress)
-    val = encode_pairs(tokenizer, val_pairs or [], rm.config.max_seq_len)
-    val_batches = PairBatches(val, batch_size, pad_id=tokenizer.pad_id).in_order() if val else []
-
-    def val_fn(model: nn.Module) -> dict[str, float]:
-        return mean_over_batches(model, loss_fn, val_batches)
-
-    trainer = Trainer(rm, loss_fn, PairBatches(train, batch_size, seed, tokenizer.pad_id), config, out_dir,
-                      val_fn if val else None)
-    trainer.fit()
+    train_on_pairs(rm, RewardLoss(margins), tokenizer, pairs, out_dir, val_pairs=val_pairs or (), epochs=epochs,
+                   lr=lr, batch_size=batch_size, warmup_share=0.03, seed=seed, device=device, progress=progress)
     save_model(rm, Path(out_dir) / "model")
     return rm.eval()
 

@@ -37,14 +37,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..chat import Example, chat_example
+from ..chat import chat_example
 from ..checkpoint import load_model, resolve_model_dir, save_model
 from ..data import Oracle, Task
 from ..data.files import load_tasks, subset
 from ..evaluate.oracle import evaluate_model, summary
 from ..fileio import read_json, save_json
 from ..model import Llama
-from ..sequences import IGNORE_INDEX, lm_loss, pad_rows
+from ..sequences import IGNORE_INDEX, Example, lm_loss, pad_rows
 from ..tokenizer import Tokenizer
 from ..train import DistEnv, TrainConfig, Trainer, mean_over_batches
 from ..train.ddp import process_group

@@ -121,6 +121,15 @@ def open_split(directory: str | Path, split: str) -> np.memmap:
     return open_tokens(Path(directory) / f"{split}.bin", meta["vocab_size"], meta.get("dtype"))
 
 
+def check_shard(batch_size: int, rank: int, world_size: int) -> None:
+    """A global batch splits evenly over the ranks, and ``rank`` is one of them."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+    if batch_size % world_size:
+        raise ValueError(f"batch_size ({batch_size}) must be divisible by world_size ({world_size}); "
+                         f"allowed batch sizes: multiples of {world_size}")
+
+
 class WindowBatches:
     """Random ``(b, t + 1)`` windows of a token array as batches ``{"tokens": ...}``: inputs are
     ``[:, :-1]``, targets ``[:, 1:]`` (:func:`minillama.sequences.lm_loss`).
@@ -134,11 +143,7 @@ class WindowBatches:
                  world_size: int = 1, position: int = 0) -> None:
         if batch_size < 1 or seq_len < 1:
             raise ValueError(f"batch_size and seq_len must be >= 1, got {batch_size} and {seq_len}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
-        if batch_size % world_size:
-            raise ValueError(f"batch_size ({batch_size}) must be divisible by world_size ({world_size}); "
-                             f"allowed batch sizes: multiples of {world_size}")
+        check_shard(batch_size, rank, world_size)
         if len(tokens) < seq_len + 1:
             raise ValueError(f"a window needs seq_len + 1 = {seq_len + 1} tokens, the data has {len(tokens)}")
         self.tokens, self.batch_size, self.seq_len, self.seed = tokens, batch_size, seq_len, seed

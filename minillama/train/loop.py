@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import shutil
 import sys
@@ -40,7 +39,7 @@ from .metrics import MetricsLog
 from .optim import build_adamw
 from .plots import plot_losses
 from .schedule import CosineSchedule
-from .state import CHECKPOINTS, STATE_FILE, latest_checkpoint, load_checkpoint, save_checkpoint, seed_everything
+from .state import CHECKPOINTS, latest_checkpoint, load_checkpoint, save_checkpoint, seed_everything
 
 LossFn = Callable[[nn.Module, Any], "tuple[torch.Tensor, dict[str, float | torch.Tensor]]"]
 ValFn = Callable[[nn.Module], "dict[str, float]"]
@@ -177,12 +176,6 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def _resume(self, checkpoint: Path) -> None:
-        requested = self.model.config.to_dict() if hasattr(self.model, "config") else None
-        saved = json.loads((checkpoint / STATE_FILE).read_text()).get("model_config")
-        if saved is not None and requested is not None and saved != requested:
-            diff = {k: (v, requested.get(k)) for k, v in saved.items() if v != requested.get(k)}
-            raise ValueError(f"{checkpoint} holds a different model (saved, requested): {diff}; use the same "
-                             f"settings to resume, or start afresh (--fresh, or another output folder)")
         state = load_checkpoint(checkpoint, self.model, self.optimizer, self.param_names, self.env)
         self.step, self.last_checkpoint = state["step"], checkpoint
         self.batches.load_state_dict(state["data"])
@@ -271,9 +264,7 @@ class Trainer:
     def save(self) -> Path:
         state = {"schedule": {**self.schedule.to_dict(), "lr": self.schedule(max(self.step - 1, 0))},
                  "data": self.batches.state_dict(), "train_config": self.config.to_dict()}
-        model_config = getattr(self.model, "config", None)
-        if model_config is not None and hasattr(model_config, "to_dict"):
-            state["model_config"] = model_config.to_dict()
+        state["model_config"] = self.model.config.to_dict()
         self.last_checkpoint = save_checkpoint(self.out_dir, self.step, self.model, self.optimizer,
                                                self.param_names, state, self.env, self.config.keep_last)
         return self.last_checkpoint

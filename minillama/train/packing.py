@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..sequences import IGNORE_INDEX
+from ..sequences import IGNORE_INDEX, Example
+from .data import check_shard
 
 PACKING_STREAM = 2**32 - 1  # the random stream of the packing order, apart from the epochs' [seed, e]
-Example = tuple[list[int], list[int]]  # (token ids, labels with IGNORE_INDEX outside the answer)
 
 
 def _flatten(examples: Sequence[Example]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -81,11 +81,7 @@ class PackedSFTBatches:
         for name, value in (("batch_size", batch_size), ("seq_len", seq_len), ("world_size", world_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
-        if batch_size % world_size:
-            raise ValueError(f"batch_size ({batch_size}) must be divisible by world_size ({world_size}); "
-                             f"allowed batch sizes: multiples of {world_size}")
+        check_shard(batch_size, rank, world_size)
         if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
             raise ValueError(f"epochs must be None (endless) or an int >= 1, got {epochs!r}")
         self.ids, self.labels, self.lengths = _flatten(examples)

@@ -1,5 +1,6 @@
 """Preference-pair batches, for the reward models and DPO: both sides of every pair tokenized, and
-batches of them in a resumable, seeded order.
+batches of them in a resumable, seeded order, and :func:`train_on_pairs`, the one way both stages
+train on them.
 
 A batch of ``b`` pairs stacks the chosen responses on top of the rejected ones, ``(2b, t)`` right
 padded, so that one forward pass scores both sides; ``rating`` (the index of each pair's level in
@@ -11,15 +12,19 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..chat import encode_chat
 from ..data.preferences import RATING_LEVELS, Pair
+from ..model import LlamaBackbone
 from ..sequences import pad_rows
 from ..tokenizer import Tokenizer
+from .loop import LossFn, TrainConfig, Trainer, mean_over_batches
 
 
 @dataclass(frozen=True)
@@ -92,3 +97,26 @@ class PairBatches:
         """Every pair once, in the given order: the batches an evaluation reads."""
         return [collate_pairs(self.pairs[first:first + self.batch_size], self.pad_id)
                 for first in range(0, len(self.pairs), self.batch_size)]
+
+
+def train_on_pairs(model: LlamaBackbone, loss_fn: LossFn, tokenizer: Tokenizer, pairs: Sequence[Pair],
+                   out_dir: str | Path, *, val_pairs: Sequence[Pair] = (), epochs: float = 1.0, lr: float = 1e-4,
+                   batch_size: int = 16, warmup_share: float = 0.03, seed: int = 0, device: str = "auto",
+                   progress: bool = True) -> list[dict[str, Any]]:
+    """Train ``model`` on ``epochs`` passes over ``pairs`` with the shared :class:`~.loop.Trainer`
+    (rerunning with the same ``out_dir`` resumes): ``batch_size`` pairs a step, a linear warmup over
+    ``warmup_share`` of the steps, then cosine decay; a checkpoint every quarter of the run;
+    ``loss_fn`` on ``val_pairs`` (if any) as the validation. Returns the trainer's records."""
+    train = encode_pairs(tokenizer, pairs, model.config.max_seq_len)
+    val = encode_pairs(tokenizer, val_pairs, model.config.max_seq_len)
+    val_batches = PairBatches(val, batch_size, pad_id=tokenizer.pad_id).in_order() if val else []
+    steps = max(1, math.ceil(epochs * len(train) / batch_size))
+    config = TrainConfig(steps=steps, lr=lr, warmup_steps=max(1, round(warmup_share * steps)) if steps > 1 else 0,
+                         eval_interval=0, checkpoint_interval=max(1, steps // 4), seed=seed, device=device,
+                         progress=progress)
+
+    def val_fn(m: nn.Module) -> dict[str, float]:
+        return mean_over_batches(m, loss_fn, val_batches)
+
+    return Trainer(model, loss_fn, PairBatches(train, batch_size, seed, tokenizer.pad_id), config, out_dir,
+                   val_fn if val else None).fit()

@@ -183,6 +183,7 @@ def save_checkpoint(out_dir: str | Path, step: int, model: LlamaBackbone, optimi
 def load_checkpoint(checkpoint: str | Path, model: LlamaBackbone, optimizer: torch.optim.Optimizer | None = None,
                     param_names: list[str] | None = None, env: DistEnv = DistEnv()) -> dict[str, Any]:
     """Restore weights, optimizer state and this rank's generators; return ``trainer_state.json``.
+    A checkpoint of a model of another shape is a ``ValueError`` that lists the differing fields.
 
     A rank with no saved generators (the job now runs on more processes than it did) keeps the
     ones it was seeded with, so the resumed run is correct but not bit-identical."""
@@ -190,6 +191,11 @@ def load_checkpoint(checkpoint: str | Path, model: LlamaBackbone, optimizer: tor
     state = json.loads((checkpoint / STATE_FILE).read_text())
     if state.get("format") != FORMAT_VERSION:
         raise ValueError(f"{checkpoint}: checkpoint format {state.get('format')!r}, expected {FORMAT_VERSION}")
+    saved, requested = state.get("model_config"), model.config.to_dict()
+    if saved is not None and saved != requested:
+        diff = {k: (v, requested.get(k)) for k, v in saved.items() if v != requested.get(k)}
+        raise ValueError(f"{checkpoint} holds a different model (saved, requested): {diff}; use the same "
+                         f"settings to resume, or start afresh (--fresh, or another output folder)")
     load_weights(model, checkpoint)
     if optimizer is not None:
         if param_names != state["param_names"]:
