@@ -14,8 +14,9 @@ batch: draw ``k`` of sample ``j`` of prompt ``i`` is ``u[k]`` of the uniform str
 distribution's CDF. So a response depends only on ``(seed, i, j)``: not on ``batch_size``, the
 sorting, or which other prompts share its batch (up to float round-off in the padded forward pass,
 which can move a CDF boundary by ~1e-7). One response can be regenerated alone, and rejection
-sampling with K samples gets the same K responses on any machine size. Greedy decoding
-(``temperature == 0``) computes each prompt once and repeats it ``n_samples`` times.
+sampling with K samples gets the same K responses on any machine size. A prompt is run through
+the model once whatever ``n_samples`` is: its KV cache is copied to its samples' rows. Greedy
+decoding (``temperature == 0``) computes each prompt once and repeats it ``n_samples`` times.
 """
 
 from __future__ import annotations
@@ -101,46 +102,48 @@ def _check_sampling_args(n_samples: int, temperature: float, max_new_tokens: int
 def sample_responses(model: Llama, tokenizer: Tokenizer, prompts: list[str], n_samples: int = 1,
                      temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
                      max_new_tokens: int = 64, batch_size: int = 64, seed: int = 0, progress: bool = False,
-                     system: str | None = None, stats: dict[str, Any] | None = None) -> list[list[str]]:
+                     system: str | None = None, stats: dict[str, Any] | None = None, compile: bool = False,
+                     precision: str = "fp32") -> list[list[str]]:
     """``n_samples`` responses to each prompt: ``out[i][j]`` is sample ``j`` for ``prompts[i]``.
 
     A response is the text the model writes after ``<|assistant|>`` up to, not including,
     ``<|end|>`` (or ``</s>``); at most ``max_new_tokens`` tokens. Greedy when ``temperature == 0``
     (every sample the same), else sampled with optional ``top_k``/``top_p`` from the random stream
     of ``(seed, i, j)`` (see the module docstring: the result does not depend on ``batch_size``).
-    ``stats``, when given, receives ``responses``, ``new_tokens``, ``seconds`` and ``tokens_per_s``.
+    Each prompt is run once and its cache serves its ``n_samples`` rows; ``batch_size`` rows decode
+    together (``batch_size // n_samples`` prompts, at least one). ``compile`` and ``precision`` go to
+    :func:`~minillama.generate.generate`. ``stats``, when given, receives ``responses``,
+    ``new_tokens``, ``seconds`` and ``tokens_per_s``.
     """
     _check_sampling_args(n_samples, temperature, max_new_tokens, batch_size)
     if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
         raise TypeError("prompts must be a list of str")
-    greedy = temperature == 0
+    k = 1 if temperature == 0 else n_samples  # greedy: every sample is the same, computed once
     prompt_ids = [encode_chat(tokenizer, p, system=system)[0] for p in prompts]
-    jobs = [(i, j) for i in range(len(prompts)) for j in range(1 if greedy else n_samples)]
-    order = sorted(range(len(jobs)), key=lambda k: len(prompt_ids[jobs[k][0]]))  # stable: ties keep job order
+    order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]))  # stable: ties keep prompt order
+    per_batch = max(1, batch_size // k)
     stop_ids = (tokenizer.end_id, tokenizer.eos_id)
-    texts: list[str] = [""] * len(jobs)
+    texts: list[list[str]] = [[] for _ in prompts]
     new_tokens, start = 0, time.perf_counter()
-    with tqdm(total=len(jobs), desc="sampling", unit="response", disable=not progress) as bar:
-        for first in range(0, len(order), batch_size):
-            batch = order[first:first + batch_size]
-            ids, mask = pad_rows([prompt_ids[jobs[k][0]] for k in batch], tokenizer.pad_id, left=True)
-            uniforms = None if greedy else torch.from_numpy(
-                np.stack([response_uniforms(seed, *jobs[k], max_new_tokens) for k in batch]))
+    with tqdm(total=len(prompts) * k, desc="sampling", unit="response", disable=not progress) as bar:
+        for first in range(0, len(order), per_batch):
+            batch = order[first:first + per_batch]
+            ids, mask = pad_rows([prompt_ids[i] for i in batch], tokenizer.pad_id, left=True)
+            uniforms = None if temperature == 0 else torch.from_numpy(
+                np.stack([response_uniforms(seed, i, j, max_new_tokens) for i in batch for j in range(k)]))
             out = generate(model, ids.to(model.device), max_new_tokens, temperature, top_k, top_p, eos_id=stop_ids,
-                           attention_mask=mask.to(model.device), pad_id=tokenizer.pad_id, uniforms=uniforms)
-            for k, row in zip(batch, out[:, ids.shape[1]:].tolist()):
-                written = next((n + 1 for n, tok in enumerate(row) if tok in stop_ids), len(row))
-                texts[k] = response_text(tokenizer, row, stop_ids)
+                           attention_mask=mask.to(model.device), pad_id=tokenizer.pad_id, uniforms=uniforms,
+                           num_samples=k, compile=compile, precision=precision)
+            for row, new_ids in enumerate(out[:, ids.shape[1]:].tolist()):
+                written = next((n + 1 for n, tok in enumerate(new_ids) if tok in stop_ids), len(new_ids))
+                texts[batch[row // k]].append(response_text(tokenizer, new_ids, stop_ids))
                 new_tokens += written
-            bar.update(len(batch))
+            bar.update(len(batch) * k)
     if stats is not None:
         seconds = time.perf_counter() - start
-        stats.update(responses=len(jobs), new_tokens=new_tokens, seconds=seconds,
+        stats.update(responses=len(prompts) * k, new_tokens=new_tokens, seconds=seconds,
                      tokens_per_s=new_tokens / seconds if seconds > 0 else float("nan"))
-    out_texts: list[list[str]] = [[] for _ in prompts]
-    for (i, _), text in zip(jobs, texts):
-        out_texts[i].append(text)
-    return [samples * n_samples for samples in out_texts] if greedy else out_texts
+    return [samples * n_samples for samples in texts] if k == 1 else texts
 
 
 @torch.no_grad()

@@ -7,24 +7,35 @@ a batch costs what its longest row costs. Tokens are drawn from a generator seed
 (:func:`inverse_cdf_sample`): then a row's tokens do not depend on the rows beside it, which is how
 :func:`minillama.chat.sample_responses` makes every response reproducible alone.
 
-Decoding pushes one token per row through the model, and a small model then spends its time on the
-number of operations rather than on their size: one matmul against ``wq|wk|wv`` costs about what
-one of the three does. So after the prompt, generate reads the model through
-:func:`stacked_projections` (tiny preset, batch 1: about a quarter faster). The layers do not know;
-every other forward (training, scoring, the prompt) keeps the separate matmuls, so a model gives the
-same outputs with and without gradients. A stacked matmul rounds a little differently.
-"""
+Two phases. The *prefill* runs each prompt through the model once, all its positions together,
+and fills the KV cache; when a prompt is to be answered ``k`` times, its cache rows are then
+copied ``k`` times (:meth:`~minillama.attention.KVCache.repeat_rows`) instead of running the
+prompt ``k`` times. *Decoding* then pushes one token per row per step through
+:func:`decode_step`, on a *static* cache: every step has the same shapes (the new keys are
+written at a column given as a tensor, attention reads every column under a mask), which lets
+``torch.compile`` trace the step once and reuse it for every token.
 
+A step of a small model spends its time on the number of operations rather than on their size:
+one matmul against ``wq|wk|wv`` costs about what one of the three does. So decoding reads the
+model through :func:`stacked_projections` (tiny preset, batch 1: about a quarter faster). The
+layers do not know; every other forward (training, scoring, the prefill) keeps the separate
+matmuls, so a model gives the same outputs with and without gradients. A stacked matmul rounds a
+little differently.
+"""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import KVCache
+from .compiler import compile_or_eager
 from .model import Llama
+from .precision import autocast
 from .sequences import eval_mode
 
 
@@ -115,28 +126,70 @@ def stacked_projections(model: Llama) -> Iterator[Llama]:
                 setattr(module, name, layer)
 
 
+def decode_step(model: Llama, tokens: torch.Tensor, position_ids: torch.Tensor, key_mask: torch.Tensor,
+                cache: KVCache) -> torch.Tensor:
+    """Logits ``(b, v)`` of the next token after ``tokens (b, 1)`` at ``position_ids (b, 1)``, on a
+    static cache: the new keys and values go to column ``cache.write_at``, and each row attends to
+    the columns ``key_mask (b, s)`` allows (``s``: the cache's capacity). No shape and no Python number
+    changes from one token to the next, so ``torch.compile`` traces it once."""
+    hidden = model.trunk(model.tok_embeddings(tokens), position_ids, key_mask[:, None, None, :], cache)
+    return model.output(hidden)[:, -1]
+
+
+@functools.cache
+def decode_step_for(compiled: bool, device_type: str) -> Callable[..., torch.Tensor]:
+    """:func:`decode_step`, compiled once per process when asked and possible (the batch axis is
+    dynamic: rows that finish leave the batch without a recompilation), else as it is."""
+    if not compiled:
+        return decode_step
+    compiled_step = compile_or_eager(decode_step, True, device_type, "generate(compile=True)")
+    if compiled_step is decode_step:
+        return decode_step
+
+    def step(model: Llama, tokens: torch.Tensor, position_ids: torch.Tensor, key_mask: torch.Tensor,
+             cache: KVCache) -> torch.Tensor:
+        if tokens.shape[0] > 1:
+            for tensor in (tokens, position_ids, key_mask):
+                torch._dynamo.mark_dynamic(tensor, 0)
+            for tensor in (*cache.k, *cache.v):
+                torch._dynamo.mark_dynamic(tensor, 0)
+        return compiled_step(model, tokens, position_ids, key_mask, cache)
+
+    return step
+
+
 def generate(model: Llama, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None, eos_id: int | Sequence[int] | None = None,
              use_cache: bool = True, seed: int | None = None, attention_mask: torch.Tensor | None = None,
-             pad_id: int = 0, uniforms: torch.Tensor | None = None) -> torch.Tensor:
-    """Continue each prompt of ``input_ids (b, t)`` by up to ``max_new_tokens`` tokens.
+             pad_id: int = 0, uniforms: torch.Tensor | None = None, num_samples: int = 1, compile: bool = False,
+             precision: str = "fp32") -> torch.Tensor:
+    """Continue each prompt of ``input_ids (b, t)`` by up to ``max_new_tokens`` tokens, ``num_samples``
+    times: returns ``(b k, t + n)`` with ``n <= max_new_tokens``, the ``k = num_samples`` rows of prompt
+    ``i`` at ``i k .. i k + k - 1``.
 
-    ``attention_mask (b, t)`` marks real prompt tokens (1) and left padding (0). A row that emits
-    ``eos_id`` (one id, or several) is padded with ``pad_id`` afterwards; generation stops early once
-    every row has. Sampled tokens come from a generator seeded with ``seed`` (the same seed, the same
-    tokens), or, given ``uniforms (b, max_new_tokens)``, row by row from those numbers (module
-    docstring). Returns ``(b, t + n)`` with ``n <= max_new_tokens``.
+    Each prompt goes through the model once (the prefill); its KV cache is then copied to its
+    ``k`` rows, which decode one token per step through :func:`decode_step` (compiled with
+    ``compile=True``). ``attention_mask (b, t)`` marks real prompt tokens (1) and left padding (0).
+    A row that emits ``eos_id`` (one id, or several) is padded with ``pad_id`` afterwards and leaves
+    the batch; generation stops once every row has. Sampled tokens come from a generator seeded
+    with ``seed`` (the same seed, the same tokens), or, given ``uniforms (b k, max_new_tokens)``, row
+    by row from those numbers (module docstring). ``precision``: see :mod:`minillama.precision`.
     """
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
     b, t = input_ids.shape
-    total = t + max_new_tokens
+    n_rows, total = b * num_samples, t + max_new_tokens
     if total > model.config.max_seq_len:
         raise ValueError(f"prompt length {t} + max_new_tokens {max_new_tokens} exceeds "
                          f"max_seq_len={model.config.max_seq_len}")
-    if uniforms is not None and tuple(uniforms.shape) != (b, max_new_tokens):
-        raise ValueError(f"uniforms must be (batch, max_new_tokens) = {(b, max_new_tokens)}, "
+    if uniforms is not None and tuple(uniforms.shape) != (n_rows, max_new_tokens):
+        raise ValueError(f"uniforms must be (batch * num_samples, max_new_tokens) = {(n_rows, max_new_tokens)}, "
                          f"got {tuple(uniforms.shape)}")
+    if use_cache and model.max_batch_size is not None and n_rows > model.max_batch_size:
+        raise ValueError(f"batch {b} x num_samples {num_samples} = {n_rows} rows exceeds "
+                         f"max_batch_size={model.max_batch_size}")
     device = input_ids.device
     uniforms = None if uniforms is None else uniforms.to(device)
     generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
@@ -145,27 +198,39 @@ def generate(model: Llama, input_ids: torch.Tensor, max_new_tokens: int, tempera
     # Ids and mask live in buffers of the final width, filled column by column: concatenating
     # would copy the whole sequence at every step. They are made outside inference mode so that
     # the caller may use the result in autograd later (e.g. as labels).
-    ids = torch.full((b, total), pad_id, dtype=input_ids.dtype, device=device)
-    ids[:, :t] = input_ids
-    mask = None
-    if attention_mask is not None:
-        mask = torch.ones((b, total), dtype=attention_mask.dtype, device=device)
-        mask[:, :t] = attention_mask
-    rows = slice(None)  # the rows still running: all of them, until one finishes
-    end = t
-    with eval_mode(model), torch.inference_mode(), contextlib.ExitStack() as stack:
+    # Row r holds sample r % k of prompt r // k.
+    ids = torch.full((n_rows, total), pad_id, dtype=input_ids.dtype, device=device)
+    ids[:, :t] = input_ids.repeat_interleave(num_samples, dim=0)
+    mask = torch.zeros((n_rows, total), dtype=torch.long, device=device)
+    mask[:, :t] = 1 if attention_mask is None else attention_mask.repeat_interleave(num_samples, dim=0)
+    with eval_mode(model), torch.inference_mode(), autocast(precision, device), contextlib.ExitStack() as stack:
         cache = model.new_cache(b, total) if use_cache else None
+        first = slice(None, None, num_samples)  # one row per prompt
+        logits = model(ids[first, :t], attention_mask=None if attention_mask is None else mask[first, :t], cache=cache)
+        logits = logits[:, -1].repeat_interleave(num_samples, dim=0)
+        if cache is not None:
+            cache.repeat_rows(num_samples)
+            cache.write_at = torch.zeros(1, dtype=torch.long, device=device)
+            step_fn = decode_step_for(compile, device.type)
+            stack.enter_context(stacked_projections(model))  # one token per row: stacking pays (module docstring)
+        next_position = mask.sum(-1, keepdim=True)  # RoPE positions count real tokens only
+        rows = torch.arange(n_rows, device=device)  # the rows still running
+        end = t
         for step in range(max_new_tokens):
-            start = end - 1 if cache is not None and step else 0  # with the cache only the newest token goes in
-            if cache is not None and step == 1:  # one token per row from here on
-                stack.enter_context(stacked_projections(model))
-            logits = model(ids[rows, start:end], attention_mask=None if mask is None else mask[:, :end],
-                           cache=cache)[:, -1]
+            if step and cache is None:
+                logits = model(ids[rows, :end], attention_mask=None if attention_mask is None else mask[rows, :end])
+                logits = logits[:, -1]
+            elif step:  # the newest token goes in, at column end - 1
+                cache.write_at.fill_(end - 1)
+                logits = step_fn(model, ids[rows, end - 1:end], next_position, mask[rows].bool(), cache)
+                next_position = next_position + 1
+                cache.advance(1)
             if uniforms is None:
                 token = sample_next(logits, temperature, top_k, top_p, generator)
             else:
                 token = inverse_cdf_sample(logits, uniforms[rows, step], temperature, top_k, top_p)
             ids[rows, end] = token
+            mask[rows, end] = 1
             end += 1
             if stops is None:
                 continue
@@ -174,8 +239,7 @@ def generate(model: Llama, input_ids: torch.Tensor, max_new_tokens: int, tempera
             if n_running == 0:
                 break
             if n_running < len(token):
-                rows = torch.arange(b, device=device)[rows][running]
-                mask = None if mask is None else mask[running]
+                rows, next_position = rows[running], next_position[running]
                 if cache is not None:
                     cache.keep_rows(running)
     return ids[:, :end]

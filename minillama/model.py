@@ -141,13 +141,21 @@ class LlamaBackbone(nn.Module):
             position_ids = (positions_from_mask(attention_mask)[:, start:] if attention_mask is not None
                             else torch.arange(start, start + t, device=input_ids.device).expand(b, t))
         mask = None if attention_mask is None else build_attention_mask(attention_mask, t, start + t)
-        x = self.tok_embeddings(input_ids)
+        hidden = self.trunk(self.tok_embeddings(input_ids), position_ids, mask, cache)
+        if cache is not None:
+            cache.advance(t)
+        return hidden
+
+    def trunk(self, x: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor | None,
+              cache: KVCache | None = None) -> torch.Tensor:
+        """The blocks and the final norm on embedded tokens ``x (b, t, c)`` at ``position_ids (b, t)``
+        under ``mask (b|1, 1, t, s)`` -> ``(b, t, c)``. Every forward runs through here; a compiled
+        decoding step (:func:`minillama.generate.decode_step`) calls it directly, with no check
+        that reads a Python number off the cache (that would recompile at every step)."""
         cos, sin = self.rope(position_ids, x.dtype)
         attend = BACKENDS[self.attn_backend]
         for block in self.layers:
             x = block(x, cos, sin, mask, cache, attend)
-        if cache is not None:
-            cache.advance(t)
         return self.norm(x)
 
 

@@ -76,7 +76,8 @@ def test_triton_backend_refuses_padding_masks() -> None:
 def test_cache_update_appends_per_layer(tiny_config) -> None:
     config = tiny_config(n_kv_heads=2)
     cache = KVCache(config, batch_size=2, max_seq_len=6)
-    assert cache.k.shape == (2, 2, 2, 6, config.head_dim)
+    assert len(cache.k) == 2 and cache.k[0].shape == (2, 2, 6, config.head_dim)
+    assert cache.nbytes == 2 * 2 * 2 * 2 * 6 * config.head_dim * 4
     k1, v1 = torch.ones(2, 2, 4, config.head_dim), 2 * torch.ones(2, 2, 4, config.head_dim)
     keys, values = cache.update(0, k1, v1)
     assert keys.shape == (2, 2, 4, config.head_dim) and torch.equal(values, v1)

@@ -115,7 +115,7 @@ def test_uniforms_make_each_rows_draws_its_own(random_llama) -> None:
     real = int(mask[2].sum())
     alone = generate(model, ids[2:, -real:], 8, temperature=1.0, uniforms=uniforms[2:])
     assert torch.equal(alone[0, real:], out[2, ids.shape[1]:])
-    with pytest.raises(ValueError, match=r"uniforms must be \(batch, max_new_tokens\) = \(3, 8\)"):
+    with pytest.raises(ValueError, match=r"uniforms must be \(batch \* num_samples, max_new_tokens\) = \(3, 8\)"):
         generate(model, ids, 8, temperature=1.0, attention_mask=mask, uniforms=uniforms[:, :4])
 
 
@@ -245,3 +245,51 @@ def test_temperature_zero_is_argmax_and_temperature_sharpens() -> None:
     cold = sample_next(logits.expand(6, 30).repeat(50, 1), temperature=0.05,
                        generator=torch.Generator().manual_seed(0))
     assert (cold == logits.argmax(-1).repeat(50)).float().mean() > 0.95
+
+
+# --------------------------------------------------------------------------- K samples, static cache, compile
+def k_sample_inputs(k: int, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(5)
+    ids, mask = prompts(padded=True)
+    return ids, mask, torch.rand(ids.shape[0] * k, n, generator=gen, dtype=torch.float64)
+
+
+def test_one_prefill_expanded_k_times_equals_k_prefills(random_llama) -> None:
+    model = random_llama(seed=0, n_kv_heads=2)
+    ids, mask, uniforms = k_sample_inputs(k=4, n=10)
+    once = generate(model, ids, 10, temperature=1.0, attention_mask=mask, uniforms=uniforms, num_samples=4,
+                    eos_id=[7, 8, 9])
+    each = generate(model, ids.repeat_interleave(4, 0), 10, temperature=1.0, attention_mask=mask.repeat_interleave(4, 0),
+                    uniforms=uniforms, eos_id=[7, 8, 9])
+    assert once.shape[0] == 12 and torch.equal(once, each)
+    assert torch.equal(once[::4, :ids.shape[1]], ids)  # rows i k .. i k + k - 1 continue prompt i
+    greedy = generate(model, ids, 10, attention_mask=mask, num_samples=3)
+    assert torch.equal(greedy, generate(model, ids, 10, attention_mask=mask).repeat_interleave(3, 0))
+    with pytest.raises(ValueError, match=r"uniforms must be \(batch \* num_samples, max_new_tokens\) = \(12, 10\)"):
+        generate(model, ids, 10, temperature=1.0, attention_mask=mask, uniforms=uniforms[:3], num_samples=4)
+    with pytest.raises(ValueError, match="num_samples must be an int >= 1, got 0"):
+        generate(model, ids, 10, num_samples=0)
+
+
+def test_cache_repeat_rows_copies_each_row_in_place(tiny_config) -> None:
+    from minillama.attention import KVCache
+
+    cache = KVCache(tiny_config(), batch_size=2, max_seq_len=4)
+    for layer in range(len(cache.k)):
+        cache.k[layer][1], cache.v[layer][1] = 1.0, 2.0
+    cache.repeat_rows(3)
+    assert cache.batch_size == 6
+    assert [float(k.sum()) for k in cache.k[0][:, 0, 0, :1]] == [0, 0, 0, 1, 1, 1]
+    assert float(cache.v[-1][3:].min()) == 2.0
+
+
+@pytest.mark.slow
+def test_compiled_decoding_step_writes_the_same_tokens(random_llama) -> None:
+    model = random_llama(seed=0, n_kv_heads=2)
+    ids, mask, uniforms = k_sample_inputs(k=2, n=12)
+    eager = generate(model, ids, 12, temperature=1.0, attention_mask=mask, uniforms=uniforms, num_samples=2,
+                     eos_id=[7, 8, 9])
+    compiled = generate(model, ids, 12, temperature=1.0, attention_mask=mask, uniforms=uniforms, num_samples=2,
+                        eos_id=[7, 8, 9], compile=True)
+    assert torch.equal(eager, compiled)
+    assert torch.equal(generate(model, ids[:1], 12, compile=True), generate(model, ids[:1], 12))

@@ -48,6 +48,8 @@ from ..evaluate.oracle import evaluate_model, paired_difference, summary
 from ..evaluate.probes import cloze_accuracy, continuations, copying_probe, unigram_cross_entropy
 from ..fileio import read_json, read_jsonl, save_json
 from ..model import Llama
+from ..precision import describe as describe_precision
+from ..speed import Speed, add_speed_arguments, speed_from_args
 from ..stages.dpo import run_dpo
 from ..stages.pretrain import run_pretrain
 from ..stages.rejection import run_rejection
@@ -96,14 +98,14 @@ def stage_tokens(out: Path, data_dir: Path, tok: Tokenizer) -> Path:
 
 
 def stage_pretrain(out: Path, tokens_dir: Path, preset: str, budget: dict[str, Any], seed: int,
-                   progress: bool) -> Path:
+                   progress: bool, speed: Speed = Speed()) -> Path:
     run = out / "pretrain"
     if not (run / "model" / "model.safetensors").is_file():
         config = LlamaConfig.from_preset(preset, vocab_size=read_meta(tokens_dir)["vocab_size"],
                                          max_seq_len=max(PRESETS[preset]["max_seq_len"], budget["seq_len"]))
         every = max(1, budget["steps"] // 8)
         train = TrainConfig(steps=budget["steps"], lr=budget["lr"], warmup_steps=budget["warmup"], eval_interval=every,
-                            checkpoint_interval=every, seed=seed, progress=progress)
+                            checkpoint_interval=every, seed=seed, progress=progress, **speed.training())
         run_pretrain(tokens_dir, run, config, train, budget["batch_size"], budget["seq_len"])
     return run
 
@@ -137,38 +139,39 @@ def stage_eval(out: Path, data_dir: Path, tokens_dir: Path, run: Path, tok: Toke
 
 
 def stage_sft(out: Path, data_dir: Path, tok: Tokenizer, budget: dict[str, Any], seed: int,
-              progress: bool) -> dict[str, Any]:
+              progress: bool, speed: Speed = Speed()) -> dict[str, Any]:
     run = out / "sft"
     if not (run / "sft_metrics.json").is_file():
         run_sft(out / "pretrain" / "model", tok, data_dir, run, epochs=2, batch_size=budget["batch_size"],
                 lr=budget["sft_lr"], weight_decay=0.1, seed=seed, max_examples=budget["sft_examples"],
-                eval_before=False, eval_prompts=0, eval_safety=0, progress=progress)
+                eval_before=False, eval_prompts=0, eval_safety=0, progress=progress, speed=speed)
     return read_json(run / "sft_metrics.json")
 
 
 def stage_reward(out: Path, data_dir: Path, tok: Tokenizer, kind: str, budget: dict[str, Any], seed: int,
-                 progress: bool) -> dict[str, Any]:
+                 progress: bool, speed: Speed = Speed()) -> dict[str, Any]:
     """A reward model trained with Llama 2's margin and one without, on the same pairs of the SFT
     model's samples (plus references and distractors) labelled by the oracle."""
     run = out / f"rm_{kind}"
     if not (run / "metrics.json").is_file():
         run_reward(out / "sft" / "model", tok, data_dir, run, kind, prompts=budget["rm_prompts"],
                    samples=budget["rm_samples"], margins="small", without_margin=True, lr=budget["rm_lr"], seed=seed,
-                   progress=progress)
+                   progress=progress, speed=speed)
     return read_json(run / "metrics.json")
 
 
 def _reward_stage_alone(out: Path, data_dir: Path, kind: str, budget: dict[str, Any], seed: int,
-                        progress: bool) -> float:
+                        progress: bool, speed: Speed) -> float:
     """One reward-model stage in a process of its own, on one thread; returns its seconds."""
     torch.set_num_threads(1)
     start = time.perf_counter()
-    stage_reward(out, data_dir, Tokenizer.load(out / "tokenizer" / "tokenizer.model"), kind, budget, seed, progress)
+    stage_reward(out, data_dir, Tokenizer.load(out / "tokenizer" / "tokenizer.model"), kind, budget, seed, progress,
+                 speed)
     return time.perf_counter() - start
 
 
 def reward_stages_side_by_side(out: Path, data_dir: Path, budget: dict[str, Any], seed: int,
-                               progress: bool = False) -> dict[str, float]:
+                               progress: bool = False, speed: Speed = Speed()) -> dict[str, float]:
     """Both reward-model stages at once, each in its own process on one thread. They depend on the
     SFT model alone, and the tiny model's small matrices keep a second thread of one process half
     idle: on a 2-core CPU two one-thread processes finish both stages in about 80% of the time the
@@ -177,14 +180,14 @@ def reward_stages_side_by_side(out: Path, data_dir: Path, budget: dict[str, Any]
     import multiprocessing
 
     kinds = ("helpfulness", "safety")
-    jobs = [(out, data_dir, kind, budget, seed, progress and kind == kinds[0]) for kind in kinds]
+    jobs = [(out, data_dir, kind, budget, seed, progress and kind == kinds[0], speed) for kind in kinds]
     with multiprocessing.get_context("spawn").Pool(len(kinds)) as pool:
         seconds = pool.starmap(_reward_stage_alone, jobs)
     return {f"rm_{kind}": s for kind, s in zip(kinds, seconds)}
 
 
 def stage_rejection(out: Path, data_dir: Path, tok: Tokenizer, budget: dict[str, Any], seed: int,
-                    progress: bool) -> dict[str, Any]:
+                    progress: bool, speed: Speed = Speed()) -> dict[str, Any]:
     """Two rounds of rejection sampling, then the reward-vs-K study on held-out prompts."""
     run = out / "rejection"
     if not ((run / "metrics.json").is_file() and (run / "reward_vs_k.json").is_file()):
@@ -192,12 +195,12 @@ def stage_rejection(out: Path, data_dir: Path, tok: Tokenizer, budget: dict[str,
                       run, rounds=2, k=budget["rs_k"], temperature=budget["rs_temperature"],
                       n_prompts=budget["rs_prompts"], epochs=1, lr=budget["rs_lr"], batch_size=budget["batch_size"],
                       eval_prompts=100, eval_safety=50, seed=seed, progress=progress,
-                      study_prompts=budget["study_prompts"])
+                      study_prompts=budget["study_prompts"], speed=speed)
     return {"rounds": read_json(run / "metrics.json"), "reward_vs_k": read_json(run / "reward_vs_k.json")}
 
 
 def stage_dpo(out: Path, data_dir: Path, tok: Tokenizer, budget: dict[str, Any], seed: int,
-              progress: bool) -> dict[str, Any]:
+              progress: bool, speed: Speed = Speed()) -> dict[str, Any]:
     """DPO from the SFT model, NLL-regularised, on pairs of its own samples for the rejection-sampling
     prompts (round 1's samples, ranked by the oracle: the same prompts, samples and judge as
     rejection sampling); the reward models' clear held-out pairs check its implicit reward."""
@@ -208,11 +211,12 @@ def stage_dpo(out: Path, data_dir: Path, tok: Tokenizer, budget: dict[str, Any],
                 val_pairs=[out / f"rm_{kind}" / "pairs_val.jsonl" for kind in ("helpfulness", "safety")],
                 pairs_per_prompt=budget["dpo_pairs_per_prompt"], max_val_pairs=500, beta=budget["dpo_beta"],
                 nll_alpha=budget["dpo_nll_alpha"], lr=budget["dpo_lr"], batch_size=budget["batch_size"], seed=seed,
-                progress=progress)
+                progress=progress, speed=speed)
     return read_json(run / "metrics.json")
 
 
-def stage_compare(out: Path, data_dir: Path, tok: Tokenizer, seed: int, progress: bool) -> dict[str, Any]:
+def stage_compare(out: Path, data_dir: Path, tok: Tokenizer, seed: int, progress: bool,
+                  speed: Speed = Speed()) -> dict[str, Any]:
     """Every stage's greedy answers to the same held-out test prompts, scored by the oracle, and the
     paired bootstrap change of each stage's target metric over the stage it builds on."""
     run = out / "stages"
@@ -223,7 +227,8 @@ def stage_compare(out: Path, data_dir: Path, tok: Tokenizer, seed: int, progress
         path = run / f"{name}.json"
         if not path.is_file():
             model = load_model(out / rel, torch.float32, Llama).eval()
-            save_json(path, summary(evaluate_model(model, tok, oracle, tasks, seed=seed, progress=progress)))
+            save_json(path, summary(evaluate_model(model, tok, oracle, tasks, seed=seed, progress=progress,
+                                                   speed=speed)))
         results[name] = read_json(path)
     changes = {}
     for name, (base, metric) in STAGE_TARGETS.items():
@@ -256,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after this stage (`--until eval` runs the pretraining part only)")
     p.add_argument("--fresh", action="store_true", help="delete OUT first and start from nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_speed_arguments(p)
     return p
 
 
@@ -294,20 +300,24 @@ def main(argv: list[str] | None = None) -> int:
         return result
 
     last = STAGE_ORDER.index(args.until)
-    seed, progress = args.seed, not args.no_progress
+    seed, progress, speed = args.seed, not args.no_progress, speed_from_args(args)
+    speed_line = (f"Precision {describe_precision(speed.precision, 'cuda' if torch.cuda.is_available() else 'cpu')}; "
+                  f"torch.compile: training steps {'on' if speed.compile_training else 'off'}, decoding step "
+                  f"{'on' if speed.compile_decoding else 'off'}.")
+    _log(speed_line)
     results: dict[str, Any] = {}
     data_dir = timed("data", stage_data, out, budget, seed)
     tok = timed("tokenizer", stage_tokenizer, out, data_dir, budget)
     tokens_dir = timed("tokens", stage_tokens, out, data_dir, tok)
-    run = timed("pretrain", stage_pretrain, out, tokens_dir, args.preset, budget, seed, progress)
+    run = timed("pretrain", stage_pretrain, out, tokens_dir, args.preset, budget, seed, progress, speed)
     if last >= STAGE_ORDER.index("eval"):
         results["eval"] = timed("eval", stage_eval, out, data_dir, tokens_dir, run, tok, seed)
-    post = {"sft": lambda: stage_sft(out, data_dir, tok, budget, seed, progress),
-            "rm_helpfulness": lambda: stage_reward(out, data_dir, tok, "helpfulness", budget, seed, progress),
-            "rm_safety": lambda: stage_reward(out, data_dir, tok, "safety", budget, seed, progress),
-            "rejection": lambda: stage_rejection(out, data_dir, tok, budget, seed, progress),
-            "dpo": lambda: stage_dpo(out, data_dir, tok, budget, seed, progress),
-            "stages": lambda: stage_compare(out, data_dir, tok, seed, progress)}
+    post = {"sft": lambda: stage_sft(out, data_dir, tok, budget, seed, progress, speed),
+            "rm_helpfulness": lambda: stage_reward(out, data_dir, tok, "helpfulness", budget, seed, progress, speed),
+            "rm_safety": lambda: stage_reward(out, data_dir, tok, "safety", budget, seed, progress, speed),
+            "rejection": lambda: stage_rejection(out, data_dir, tok, budget, seed, progress, speed),
+            "dpo": lambda: stage_dpo(out, data_dir, tok, budget, seed, progress, speed),
+            "stages": lambda: stage_compare(out, data_dir, tok, seed, progress, speed)}
     rm_stages = ("rm_helpfulness", "rm_safety")
     side_by_side = (last >= STAGE_ORDER.index("rm_safety") and torch.get_num_threads() > 1
                     and not any((out / name / "metrics.json").is_file() for name in rm_stages))
@@ -318,11 +328,11 @@ def main(argv: list[str] | None = None) -> int:
             _log("rm_helpfulness and rm_safety side by side, one process and one thread each"
                  + (" (progress shown for rm_helpfulness)" if progress else "") + " ...")
             start = time.perf_counter()
-            each = reward_stages_side_by_side(out, data_dir, budget, seed, progress)
+            each = reward_stages_side_by_side(out, data_dir, budget, seed, progress, speed)
             both = timings["rm_helpfulness + rm_safety (side by side)"] = time.perf_counter() - start
             _log(", ".join(f"{k} {v:.1f} s" for k, v in each.items()) + f"; both done in {both:.1f} s")
         results[name] = fn() if side_by_side and name in rm_stages else timed(name, fn)  # done: reads its metrics
     save_json(out / "timings.json", timings)
     if "eval" in results:
-        _log(f"report written to {write_report(out, args.preset, results, timings)}")
+        _log(f"report written to {write_report(out, args.preset, results, timings, speed_line)}")
     return 0

@@ -17,7 +17,8 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def write_report(out: Path, preset: str, results: dict[str, Any], timings: dict[str, float]) -> Path:
+def write_report(out: Path, preset: str, results: dict[str, Any], timings: dict[str, float],
+                 speed: str = "") -> Path:
     metrics = results["eval"]
     shutil.copyfile(out / "pretrain" / "loss.png", out / "loss.png")
     lines = [f"# minillama course report ({preset} preset)", "",
@@ -59,8 +60,8 @@ def write_report(out: Path, preset: str, results: dict[str, Any], timings: dict[
                 lines.append(f"- {key}: `{text.replace(chr(10), ' / ')}`")
         lines.append("")
     lines += post_training_report(results)
-    lines += ["## Time per stage", "", "| stage | seconds (this invocation; a stage found done costs ~0) |",
-              "|---|---|"]
+    lines += ["## Time per stage", ""] + ([speed, ""] if speed else [])
+    lines += ["| stage | seconds (this invocation; a stage found done costs ~0) |", "|---|---|"]
     lines += [f"| {name} | {seconds:.1f} |" for name, seconds in timings.items()]
     lines.append(f"| total | {sum(timings.values()):.1f} |")
     path = out / "report.md"

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..chat import sample_responses
+from ..speed import Speed
 from ..data import Oracle, Task
 from ..model import Llama
 from ..tokenizer import Tokenizer
@@ -134,12 +135,13 @@ def evaluate_responses(oracle: Oracle, tasks: Sequence[Task], responses: Sequenc
 
 def evaluate_model(model: Llama, tokenizer: Tokenizer, oracle: Oracle, tasks: Sequence[Task],
                    max_new_tokens: int = 64, batch_size: int = 64, seed: int = 0, system: str | None = None,
-                   progress: bool = False) -> dict[str, Any]:
-    """Greedy answers of ``model`` to ``tasks``, scored by :func:`evaluate_responses`; the
-    result also holds ``sampling`` (tokens, seconds, tokens/s)."""
+                   progress: bool = False, speed: Speed = Speed()) -> dict[str, Any]:
+    """Greedy answers of ``model`` to ``tasks`` (sampled with ``speed.sampling()``), scored by
+    :func:`evaluate_responses`; the result also holds ``sampling`` (tokens, seconds, tokens/s)."""
     stats: dict[str, Any] = {}
     responses = sample_responses(model, tokenizer, [t.prompt for t in tasks], max_new_tokens=max_new_tokens,
-                                 batch_size=batch_size, seed=seed, progress=progress, system=system, stats=stats)
+                                 batch_size=batch_size, seed=seed, progress=progress, system=system, stats=stats,
+                                 **speed.sampling())
     result = evaluate_responses(oracle, tasks, [r[0] for r in responses], seed=seed)
     result["sampling"] = stats
     return result

@@ -41,6 +41,7 @@ from ..data.tasks import SAFETY_CLASSES
 from ..evaluate.oracle import evaluate_model, summary
 from ..fileio import read_jsonl, save_json
 from ..model import Llama
+from ..speed import Speed, add_speed_arguments, speed_from_args
 from ..sequences import sequence_logprobs
 from ..tokenizer import Tokenizer
 from ..train.pairs import train_on_pairs
@@ -166,7 +167,8 @@ def run_dpo(sft_dir: str | Path, tokenizer: Tokenizer, out_dir: str | Path, *, s
             data_dir: str | Path | None = None, pairs: Sequence[str | Path] = (), val_pairs: Sequence[str | Path] = (),
             pairs_per_prompt: int = 4, max_pairs: int | None = None, max_val_pairs: int | None = None,
             beta: float = 0.1, nll_alpha: float = 0.0, epochs: float = 1.0, lr: float = 5e-5, batch_size: int = 16,
-            eval_prompts: int = 0, seed: int = 0, device: str = "auto", progress: bool = True) -> dict[str, Any]:
+            eval_prompts: int = 0, seed: int = 0, device: str = "auto", progress: bool = True,
+            speed: Speed = Speed()) -> dict[str, Any]:
     """Train the SFT model in ``sft_dir`` with DPO against a frozen copy of itself, and save the
     policy to ``<out_dir>/model``. Rerunning resumes.
 
@@ -201,11 +203,11 @@ def run_dpo(sft_dir: str | Path, tokenizer: Tokenizer, out_dir: str | Path, *, s
     policy, reference = (load_model(sft_dir, torch.float32, Llama) for _ in range(2))
     train_on_pairs(policy, DPOLoss(reference, beta, nll_alpha), tokenizer, train_pairs, out_dir, val_pairs=held_out,
                    epochs=epochs, lr=lr, batch_size=batch_size, warmup_share=0.1, seed=seed, device=device,
-                   progress=progress)
+                   progress=progress, speed=speed)
     save_model(policy.eval(), out_dir / "model")
     if eval_prompts:
         tasks = val_tasks(data_dir, eval_prompts, eval_prompts)
-        metrics["oracle"] = summary(evaluate_model(policy, tokenizer, Oracle(tasks), tasks, seed=seed),
+        metrics["oracle"] = summary(evaluate_model(policy, tokenizer, Oracle(tasks), tasks, seed=seed, speed=speed),
                                     per_prompt=False)
     save_json(out_dir / "metrics.json", metrics)
     return metrics
@@ -250,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the pair choice and the data order")
     p.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda or cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_speed_arguments(p)
     return p
 
 
@@ -260,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                       val_pairs=args.val_pairs, pairs_per_prompt=args.pairs_per_prompt, max_pairs=args.max_pairs,
                       max_val_pairs=args.max_val_pairs, beta=args.beta, nll_alpha=args.nll_alpha, epochs=args.epochs,
                       lr=args.lr, batch_size=args.batch_size, eval_prompts=args.eval_prompts, seed=args.seed,
-                      device=args.device, progress=not args.no_progress)
+                      device=args.device, progress=not args.no_progress, speed=speed_from_args(args))
     line = (f"DPO (beta {args.beta}, nll_alpha {args.nll_alpha}) on {metrics['pairs']} pairs: "
             f"model in {args.out / 'model'}")
     if "oracle" in metrics:

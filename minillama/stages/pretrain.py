@@ -28,7 +28,7 @@ from ..sequences import lm_loss
 from ..train import DistEnv, TrainConfig, Trainer, WindowBatches, mean_over_batches, open_split
 from ..train.ddp import process_group
 from ..train.data import read_meta
-from ..train.loop import PRECISIONS
+from ..speed import add_speed_arguments, speed_from_args
 
 
 def run_pretrain(data_dir: str | Path, out_dir: str | Path, config: LlamaConfig, train: TrainConfig,
@@ -104,13 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-last", type=int, default=2, help="checkpoints kept on disk (older ones are deleted)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights, the data order and every generator")
     p.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: bf16 autocast on GPU, fp32 on CPU")
     p.add_argument("--threads", type=int,
                    help="CPU threads per process (default: torch's choice; 1 is often fastest on a busy machine)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster steps)")
     p.add_argument("--fresh", action="store_true",
                    help="start again from step 0: delete OUT's checkpoints and metrics instead of resuming")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_speed_arguments(p)
     return p
 
 
@@ -134,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         steps=args.steps, lr=args.lr, warmup_steps=args.warmup, min_lr_ratio=args.min_lr_ratio,
         weight_decay=args.weight_decay, grad_clip=args.grad_clip, grad_accum=args.grad_accum,
         eval_interval=args.eval_interval, checkpoint_interval=args.checkpoint_interval, keep_last=args.keep_last,
-        seed=args.seed, precision=args.precision, compile=args.compile, device=args.device,
+        seed=args.seed, **speed_from_args(args).training(), device=args.device,
         resume=not args.fresh, progress=not args.no_progress)
     with process_group(args.device) as env:
         summary = run_pretrain(args.data, args.out, config, train, args.batch_size, args.seq_len, args.eval_batches,

@@ -41,6 +41,7 @@ from ..evaluate.oracle import evaluate_model, summary
 from ..evaluate.rewards import OracleJudge, RewardScorer, is_risky_prompt
 from ..fileio import atomic_write, read_json, read_jsonl, save_json, write_jsonl
 from ..model import Llama
+from ..speed import Speed, add_speed_arguments, speed_from_args
 from ..sequences import lm_loss
 from ..tokenizer import Tokenizer
 from ..train import DistEnv, TrainConfig, Trainer
@@ -68,11 +69,13 @@ def best_of_k(scores: torch.Tensor | np.ndarray) -> torch.Tensor:
 
 def sample_and_score(policy: Llama, tokenizer: Tokenizer, scorer: RewardScorer | OracleJudge, tasks: Sequence[Task],
                      k: int = 8, temperature: float = 1.0, seed: int = 0, max_new_tokens: int = 64,
-                     batch_size: int = 64, progress: bool = False) -> tuple[list[list[str]], torch.Tensor]:
+                     batch_size: int = 64, progress: bool = False,
+                     speed: Speed = Speed()) -> tuple[list[list[str]], torch.Tensor]:
     """``k`` samples per task and their combined rewards ``(n, k)``."""
     prompts = [t.prompt for t in tasks]
     samples = sample_responses(policy, tokenizer, prompts, n_samples=k, temperature=temperature,
-                               max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, progress=progress)
+                               max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, progress=progress,
+                               **speed.sampling())
     flat_prompts = [p for p in prompts for _ in range(k)]
     flat_risky = [is_risky_prompt(t) for t in tasks for _ in range(k)]
     scores = scorer.combined(flat_prompts, [s for row in samples for s in row], flat_risky)
@@ -95,7 +98,7 @@ def merge_best(previous: dict[str, Kept], new: Sequence[Kept]) -> dict[str, Kept
 
 def finetune_on_samples(policy: Llama, tokenizer: Tokenizer, kept: Sequence[Kept], out_dir: str | Path,
                         epochs: int = 1, lr: float = 1e-4, batch_size: int = 16, seq_len: int | None = None,
-                        seed: int = 0, device: str = "auto", progress: bool = True) -> Llama:
+                        seed: int = 0, device: str = "auto", progress: bool = True, speed: Speed = Speed()) -> Llama:
     """Fine-tune ``policy`` on the kept chats with the SFT loss (answer tokens only, packed rows),
     through the shared trainer writing into ``out_dir`` (rerunning resumes)."""
     if not kept:
@@ -105,7 +108,8 @@ def finetune_on_samples(policy: Llama, tokenizer: Tokenizer, kept: Sequence[Kept
     batches = PackedSFTBatches(examples, batch_size, seq_len, seed, pad_id=tokenizer.pad_id)
     steps = epochs * batches.steps_per_epoch
     config = TrainConfig(steps=steps, lr=lr, warmup_steps=min(steps, max(1, steps // 30)), eval_interval=0,
-                         checkpoint_interval=max(1, steps // 4), seed=seed, device=device, progress=progress)
+                         checkpoint_interval=max(1, steps // 4), seed=seed, device=device, progress=progress,
+                         **speed.training())
     Trainer(policy, lm_loss, batches, config, out_dir).fit()
     return policy.eval()
 
@@ -180,13 +184,13 @@ def oracle_scores(oracle: Oracle, tasks: Sequence[Task], samples: Sequence[Seque
 def reward_vs_k_study(policy: Llama, tokenizer: Tokenizer, scorer: RewardScorer | OracleJudge,
                       oracle: Oracle, tasks: Sequence[Task], temperatures: Sequence[float] = (0.6, 0.8, 1.0, 1.2),
                       k_max: int = 32, ks: Sequence[int] = KS, seed: int = 0, max_new_tokens: int = 64,
-                      batch_size: int = 64, progress: bool = False) -> dict[str, Any]:
+                      batch_size: int = 64, progress: bool = False, speed: Speed = Speed()) -> dict[str, Any]:
     """:func:`reward_vs_k` and :func:`pick_quality` of ``k_max`` samples per task at each temperature."""
     ks = _check_ks(k_max, ks)
     curves = {}
     for temperature in temperatures:
         samples, rm = sample_and_score(policy, tokenizer, scorer, tasks, k_max, temperature, seed, max_new_tokens,
-                                       batch_size, progress)
+                                       batch_size, progress, speed)
         curves[f"{temperature:g}"] = {**reward_vs_k(rm, ks), **pick_quality(rm, oracle_scores(oracle, tasks, samples),
                                                                              ks)}
     return {"prompts": len(tasks), "k_max": k_max, "seed": seed, "temperatures": curves}
@@ -249,7 +253,7 @@ def run_rejection(sft_dir: str | Path, rm_dirs: tuple[str | Path, str | Path] | 
                   max_new_tokens: int = 64, eval_prompts: int = 200, eval_safety: int = 100, seed: int = 0,
                   device: str = "auto", progress: bool = True, safety_share: float = 1 / 3,
                   study_prompts: int = 0, study_temperatures: Sequence[float] = (0.6, 1.0, 1.4),
-                  study_k: int = 32) -> dict[str, Any]:
+                  study_k: int = 32, speed: Speed = Speed()) -> dict[str, Any]:
     """``rounds`` rounds of rejection sampling from the SFT model in ``sft_dir``, scored by the
     reward models in ``rm_dirs`` (helpfulness, safety; ``None``: by the oracle itself, the
     :class:`~minillama.evaluate.rewards.OracleJudge` ceiling), on ``n_prompts`` training prompts of
@@ -276,7 +280,8 @@ def run_rejection(sft_dir: str | Path, rm_dirs: tuple[str | Path, str | Path] | 
     policy_dir = sft_dir = resolve_model_dir(sft_dir)
 
     def evaluate(model: Llama) -> dict[str, Any]:
-        result = evaluate_model(model, tokenizer, oracle, eval_tasks, max_new_tokens, seed=seed, progress=progress)
+        result = evaluate_model(model, tokenizer, oracle, eval_tasks, max_new_tokens, seed=seed, progress=progress,
+                                speed=speed)
         return summary(result, per_prompt=False)
 
     sft_eval_path = out_dir / "sft_eval.json"
@@ -296,13 +301,13 @@ def run_rejection(sft_dir: str | Path, rm_dirs: tuple[str | Path, str | Path] | 
             samples, rm, truth = _load_samples(round_dir / "samples.jsonl")
         else:
             samples, rm = sample_and_score(policy, tokenizer, scorer, tasks, k, temperature, seed + r,
-                                           max_new_tokens, progress=progress)
+                                           max_new_tokens, progress=progress, speed=speed)
             truth = oracle_scores(oracle, tasks, samples)
             _save_samples(round_dir / "samples.jsonl", tasks, samples, rm, truth)
         best = merge_best(best, select_best(tasks, samples, rm))
         write_jsonl(round_dir / "kept.jsonl", (kept._asdict() for kept in best.values()))
         policy = finetune_on_samples(policy, tokenizer, list(best.values()), round_dir / "train", epochs, lr,
-                                     batch_size, seed=seed + r, device=device, progress=progress)
+                                     batch_size, seed=seed + r, device=device, progress=progress, speed=speed)
         save_model(policy, round_dir / "model")
         tokenizer.save(round_dir / "model")
         metrics = {"round": r, "judge": "oracle" if rm_dirs is None else "reward_models", "k": k,
@@ -322,7 +327,7 @@ def run_rejection(sft_dir: str | Path, rm_dirs: tuple[str | Path, str | Path] | 
         study_tasks = val_tasks(data_dir, study_prompts, study_prompts // 2)
         sft = load_model(sft_dir, torch.float32, Llama).to(device_).eval()
         study = reward_vs_k_study(sft, tokenizer, scorer, Oracle(study_tasks), study_tasks, study_temperatures,
-                                  study_k, seed=seed, max_new_tokens=max_new_tokens, progress=progress)
+                                  study_k, seed=seed, max_new_tokens=max_new_tokens, progress=progress, speed=speed)
         save_json(study_path, study)
         plot_reward_vs_k(study, out_dir / "reward_vs_k.png")
     if study_path.is_file():
@@ -393,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the prompt subset, the samples and the data order")
     p.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda or cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_speed_arguments(p)
     return p
 
 
@@ -408,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     report = run_rejection(args.sft, rm_dirs, tokenizer, args.data, args.out, args.rounds, args.k, args.temperature,
                            args.prompts, args.epochs, args.lr, args.batch_size, args.max_new_tokens, args.eval_prompts,
                            args.eval_safety, args.seed, args.device, not args.no_progress, args.safety_share,
-                           args.study_prompts, args.study_temperatures, args.study_k)
+                           args.study_prompts, args.study_temperatures, args.study_k, speed_from_args(args))
     if report["rounds"]:
         line = f"SFT combined {report['sft']['combined']['mean']:.3f}"
         line += "".join(f"; round {m['round']} {m['eval']['combined']['mean']:.3f}" for m in report["rounds"])

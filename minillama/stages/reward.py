@@ -40,6 +40,7 @@ from ..data.preferences import (AXES, RATING_LEVELS, Pair, check_axis, distracto
 from ..evaluate.rewards import raw_rewards
 from ..fileio import atomic_write, save_json
 from ..model import Llama, LlamaRewardModel
+from ..speed import Speed, add_speed_arguments, speed_from_args
 from ..tokenizer import Tokenizer
 from ..train import DistEnv
 from ..train.pairs import train_on_pairs
@@ -55,7 +56,7 @@ MARGINS: dict[str, tuple[float, ...]] = {"small": (1.0, 2 / 3, 1 / 3, 0.0), "lar
 def build_preference_pairs(model: Llama | None, tokenizer: Tokenizer, oracle: Oracle, tasks: Sequence[Task],
                            kind: str, n_samples: int = 4, temperature: float = 1.0, seed: int = 0,
                            max_pairs_per_task: int = 6, max_new_tokens: int = 64, batch_size: int = 64,
-                           progress: bool = False) -> list[Pair]:
+                           progress: bool = False, speed: Speed = Speed()) -> list[Pair]:
     """Preference pairs for the ``kind`` reward model, in task order; the same arguments give the
     same pairs. ``model=None`` (or ``n_samples=0``) builds them from the reference and the
     distractors alone. Which tasks a reward model sees is the caller's choice (see
@@ -67,7 +68,7 @@ def build_preference_pairs(model: Llama | None, tokenizer: Tokenizer, oracle: Or
     if model is not None and n_samples > 0:
         samples = sample_responses(model, tokenizer, [t.prompt for t in tasks], n_samples=n_samples,
                                    temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                   seed=seed, progress=progress)
+                                   seed=seed, progress=progress, **speed.sampling())
     else:
         samples = [[] for _ in tasks]
     pairs = []
@@ -134,7 +135,7 @@ class RewardLoss:
 def train_reward_model(init_lm_dir: str | Path, tokenizer: Tokenizer, pairs: Sequence[Pair], out_dir: str | Path,
                        epochs: float = 1.0, lr: float = 1e-4, margins: str | None = "small", batch_size: int = 16,
                        seed: int = 0, val_pairs: Sequence[Pair] | None = None, device: str = "auto",
-                       progress: bool = True) -> LlamaRewardModel:
+                       progress: bool = True, speed: Speed = Speed()) -> LlamaRewardModel:
     """Train a reward model from the language model in ``init_lm_dir`` (the SFT model) on ``pairs``
     with the shared :class:`~minillama.train.Trainer`, and save it to ``<out_dir>/model``.
 
@@ -147,7 +148,8 @@ def train_reward_model(init_lm_dir: str | Path, tokenizer: Tokenizer, pairs: Seq
         raise ValueError(f"epochs must be > 0, got {epochs}")
     rm = LlamaRewardModel.from_lm(load_model(init_lm_dir, dtype=torch.float32, kind=Llama))
     train_on_pairs(rm, RewardLoss(margins), tokenizer, pairs, out_dir, val_pairs=val_pairs or (), epochs=epochs,
-                   lr=lr, batch_size=batch_size, warmup_share=0.03, seed=seed, device=device, progress=progress)
+                   lr=lr, batch_size=batch_size, warmup_share=0.03, seed=seed, device=device, progress=progress,
+                   speed=speed)
     save_model(rm, Path(out_dir) / "model")
     return rm.eval()
 
@@ -205,7 +207,7 @@ def run_reward(sft_dir: str | Path, tokenizer: Tokenizer, data_dir: str | Path, 
                prompts: int = 2000, val_prompts: int | None = None, samples: int = 4, temperature: float = 1.0,
                max_new_tokens: int = 64, pairs_per_task: int = 6, margins: str | None = "small",
                without_margin: bool = False, epochs: float = 1.0, lr: float = 1e-4, batch_size: int = 16,
-               seed: int = 0, device: str = "auto", progress: bool = True) -> dict[str, Any]:
+               seed: int = 0, device: str = "auto", progress: bool = True, speed: Speed = Speed()) -> dict[str, Any]:
     """Build the ``kind`` reward model's pairs from the SFT model in ``sft_dir`` (``samples`` of its
     answers per prompt, the references and the distractors, labelled by the oracle) for ``prompts``
     training and ``val_prompts`` (default a third as many) validation prompts of ``data_dir``;
@@ -225,7 +227,8 @@ def run_reward(sft_dir: str | Path, tokenizer: Tokenizer, data_dir: str | Path, 
             tasks = reward_tasks(load_tasks(data_dir, f"chat_{split}"), load_tasks(data_dir, f"safety_{split}"),
                                  kind, n)
             pairs = build_preference_pairs(sft, tokenizer, Oracle(tasks), tasks, kind, samples, temperature,
-                                           seed + (split == "val"), pairs_per_task, max_new_tokens, progress=progress)
+                                           seed + (split == "val"), pairs_per_task, max_new_tokens, progress=progress,
+                                           speed=speed)
             save_pairs(paths[split], pairs)
     train_pairs, val_pairs = load_pairs(paths["train"]), load_pairs(paths["val"])
     metrics: dict[str, Any] = {"kind": kind, "margins": margins, "train_pairs": level_counts(train_pairs),
@@ -236,7 +239,7 @@ def run_reward(sft_dir: str | Path, tokenizer: Tokenizer, data_dir: str | Path, 
     for variant, table in variants.items():
         if not (out_dir / variant / "model" / "model.safetensors").is_file():
             train_reward_model(sft_dir, tokenizer, train_pairs, out_dir / variant, epochs, lr, table, batch_size,
-                               seed, device=device, progress=progress)
+                               seed, device=device, progress=progress, speed=speed)
         rm = load_model(out_dir / variant, kind=LlamaRewardModel)
         metrics[variant] = pair_accuracy(rm, tokenizer, val_pairs)
     plot_accuracy({v: metrics[v] for v in variants}, out_dir / "accuracy.png",
@@ -279,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the samples, the pair choice and the data order")
     p.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda or cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_speed_arguments(p)
     return p
 
 
@@ -288,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = run_reward(args.sft, tokenizer, args.data, args.out, args.kind, args.prompts, args.val_prompts,
                          args.samples, args.temperature, args.max_new_tokens, args.pairs_per_task,
                          None if args.margins == "none" else args.margins, args.without_margin, args.epochs,
-                         args.lr, args.batch_size, args.seed, args.device, not args.no_progress)
+                         args.lr, args.batch_size, args.seed, args.device, not args.no_progress, speed_from_args(args))
     for variant in ("margin", "no_margin"):
         if variant in metrics:
             acc = metrics[variant]

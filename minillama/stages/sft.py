@@ -48,7 +48,7 @@ from ..sequences import IGNORE_INDEX, Example, lm_loss, pad_rows
 from ..tokenizer import Tokenizer
 from ..train import DistEnv, TrainConfig, Trainer, mean_over_batches
 from ..train.ddp import process_group
-from ..train.loop import PRECISIONS
+from ..speed import Speed, add_speed_arguments, speed_from_args
 from ..train.packing import PackedSFTBatches, stack_rows
 from ..train.state import latest_checkpoint
 
@@ -85,7 +85,7 @@ def run_sft(init_dir: str | Path, tokenizer: Tokenizer, data_dir: str | Path, ou
             grad_clip: float = 1.0, grad_accum: int = 1, safety: bool = True, max_examples: int | None = None,
             system: str | None = None, eval_interval: int = 0, checkpoint_interval: int = 100,
             val_rows: int = 64, eval_prompts: int = 200, eval_safety: int = 100, max_new_tokens: int = 64,
-            eval_before: bool = True, device: str = "auto", precision: str = "auto", progress: bool = True,
+            eval_before: bool = True, device: str = "auto", speed: Speed = Speed(), progress: bool = True,
             resume: bool = True) -> dict[str, Any]:
     """Fine-tune the model in ``init_dir`` on the chat (and safety) tasks of ``data_dir``.
 
@@ -118,7 +118,7 @@ def run_sft(init_dir: str | Path, tokenizer: Tokenizer, data_dir: str | Path, ou
     config = TrainConfig(steps=steps, lr=lr, warmup_steps=warmup, min_lr_ratio=min_lr_ratio,
                          weight_decay=weight_decay, grad_clip=grad_clip, grad_accum=grad_accum,
                          eval_interval=eval_interval, checkpoint_interval=checkpoint_interval, seed=seed,
-                         device=device, precision=precision, resume=resume, progress=progress)
+                         device=device, resume=resume, progress=progress, **speed.training())
 
     chat_val = load_tasks(data_dir, "chat_val")
     safety_val = load_tasks(data_dir, "safety_val") if safety else []
@@ -136,7 +136,7 @@ def run_sft(init_dir: str | Path, tokenizer: Tokenizer, data_dir: str | Path, ou
     if env.is_main and eval_before and eval_tasks:
         if not (resume and latest_checkpoint(out_dir) is not None):
             results["before"] = summary(evaluate_model(model, tokenizer, oracle, eval_tasks, max_new_tokens,
-                                                       seed=seed, system=system))
+                                                       seed=seed, system=system, speed=speed))
         elif (out_dir / "sft_metrics.json").is_file():  # a resumed run keeps the first attempt's scores
             results.update({k: v for k, v in read_json(out_dir / "sft_metrics.json")["eval"].items() if k == "before"})
     trainer = Trainer(model, lm_loss, batches, config, out_dir, val_fn, env)
@@ -148,7 +148,7 @@ def run_sft(init_dir: str | Path, tokenizer: Tokenizer, data_dir: str | Path, ou
         return {"steps": trainer.step, **losses}
     if eval_tasks:
         results["after"] = summary(evaluate_model(model, tokenizer, oracle, eval_tasks, max_new_tokens, seed=seed,
-                                                  system=system))
+                                                  system=system, speed=speed))
     save_model(model, out_dir / "model")
     tokenizer.save(out_dir / "model")
     train = [r for r in records if r["kind"] == "train"]
@@ -210,11 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-eval-before", action="store_true", help="skip scoring the initial model")
     p.add_argument("--seed", type=int, default=0, help="seed of the example order, subset and generators")
     p.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: bf16 autocast on GPU, fp32 on CPU")
     p.add_argument("--threads", type=int, help="CPU threads per process (default: torch's choice)")
     p.add_argument("--fresh", action="store_true",
                    help="start again from the initial model: delete OUT's checkpoints and metrics instead of resuming")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_speed_arguments(p)
     return p
 
 
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             system=args.system, eval_interval=args.eval_interval, checkpoint_interval=args.checkpoint_interval,
             val_rows=args.val_rows, eval_prompts=args.eval_prompts, eval_safety=args.eval_safety,
             max_new_tokens=args.max_new_tokens, eval_before=not args.no_eval_before, device=args.device,
-            precision=args.precision, progress=not args.no_progress, resume=not args.fresh)
+            speed=speed_from_args(args), progress=not args.no_progress, resume=not args.fresh)
     if env.is_main:
         print(describe(metrics, args.out))
     return 0

@@ -31,7 +31,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..compiler import compile_or_eager
 from ..fileio import save_json
+from ..precision import PRECISIONS, autocast
 from ..sequences import eval_mode
 from .data import BatchSource
 from .ddp import DistEnv, all_reduce_sum
@@ -43,7 +45,6 @@ from .state import CHECKPOINTS, latest_checkpoint, load_checkpoint, save_checkpo
 
 LossFn = Callable[[nn.Module, Any], "tuple[torch.Tensor, dict[str, float | torch.Tensor]]"]
 ValFn = Callable[[nn.Module], "dict[str, float]"]
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -75,8 +76,8 @@ class TrainConfig:
     checkpoint_interval: int = 100  # checkpoint every N steps (and at the end); 0: only at the end
     keep_last: int = 2  # checkpoints kept on disk
     seed: int = 0
-    precision: str = "auto"  # "auto": bf16 autocast on GPU, fp32 on CPU
-    compile: bool = False  # torch.compile the model
+    precision: str = "auto"  # "auto": bf16 autocast where the device multiplies bf16 natively (minillama.precision)
+    compile: bool = False  # torch.compile the model (minillama.compiler: eager, with a line, where it cannot)
     device: str = "auto"
     resume: bool = True  # continue from <out>/checkpoints/latest when there is one
     progress: bool = True  # tqdm progress bar
@@ -165,15 +166,10 @@ class Trainer:
         if self.env.distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             model = self.ddp = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-        if self.config.compile:
-            model = torch.compile(model)
-        return model
+        return compile_or_eager(model, self.config.compile, self.device, "Trainer(compile=True)")
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        bf16 = self.config.precision == "bf16" or (self.config.precision == "auto" and self.device.type == "cuda")
-        if not bf16:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return autocast(self.config.precision, self.device)
 
     def _resume(self, checkpoint: Path) -> None:
         state = load_checkpoint(checkpoint, self.model, self.optimizer, self.param_names, self.env)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..speed import Speed
 from ..chat import encode_chat
 from ..data.preferences import RATING_LEVELS, Pair
 from ..model import LlamaBackbone
@@ -102,7 +103,7 @@ class PairBatches:
 def train_on_pairs(model: LlamaBackbone, loss_fn: LossFn, tokenizer: Tokenizer, pairs: Sequence[Pair],
                    out_dir: str | Path, *, val_pairs: Sequence[Pair] = (), epochs: float = 1.0, lr: float = 1e-4,
                    batch_size: int = 16, warmup_share: float = 0.03, seed: int = 0, device: str = "auto",
-                   progress: bool = True) -> list[dict[str, Any]]:
+                   progress: bool = True, speed: Speed = Speed()) -> list[dict[str, Any]]:
     """Train ``model`` on ``epochs`` passes over ``pairs`` with the shared :class:`~.loop.Trainer`
     (rerunning with the same ``out_dir`` resumes): ``batch_size`` pairs a step, a linear warmup over
     ``warmup_share`` of the steps, then cosine decay; a checkpoint every quarter of the run;
@@ -113,7 +114,7 @@ def train_on_pairs(model: LlamaBackbone, loss_fn: LossFn, tokenizer: Tokenizer, 
     steps = max(1, math.ceil(epochs * len(train) / batch_size))
     config = TrainConfig(steps=steps, lr=lr, warmup_steps=max(1, round(warmup_share * steps)) if steps > 1 else 0,
                          eval_interval=0, checkpoint_interval=max(1, steps // 4), seed=seed, device=device,
-                         progress=progress)
+                         progress=progress, **speed.training())
 
     def val_fn(m: nn.Module) -> dict[str, float]:
         return mean_over_batches(m, loss_fn, val_batches)

@@ -1,4 +1,4 @@
-"""Chapter 08 checks: ``top_k_filter`` and ``sample_token``.
+"""Chapter 08 checks: ``top_k_filter``, ``sample_token`` and ``prefill_and_expand``.
 
 Shapes: ``logits (b, v)``; ``sample_token`` returns ``(b,)`` int64 token ids. References:
 :func:`minillama.generate.filter_logits` (``top_k``) and the distribution
@@ -11,6 +11,11 @@ than normal, from failing by chance), and exactly zero for a token of probabilit
 sampler fails them with a probability of order 1e-7; the mistakes they are about move some
 frequency by dozens of standard deviations. ``sample_token`` is
 checked with the reference ``top_k_filter`` swapped in.
+
+``prefill_and_expand(model, input_ids (b, t), k, max_new_tokens) -> (logits (b k, v), cache)`` is
+compared with :meth:`~minillama.model.Llama.new_cache`, one forward and
+:meth:`~minillama.attention.KVCache.repeat_rows`, exactly; a hook on the embedding counts the
+positions the model processes.
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ from typing import Any
 
 import torch
 
+from ...attention import KVCache
+from ...config import LlamaConfig
 from ...generate import filter_logits
-from ..check import Checks, Learner, expect_tensor, expect_tensor_like, fail, seeded
+from ...model import Llama
+from ..check import Checks, Learner, expect_equal, expect_pair, expect_tensor, expect_tensor_like, fail, seeded
 
 CHECKS = Checks()
 
@@ -129,3 +137,70 @@ def sample_token_repeats_with_the_same_seed(learner: Learner) -> None:
              f"{int((first != again).sum())} of 200 rows")
     if torch.equal(first, other):
         fail("generators with different seeds drew the same 200 tokens: is the generator used?")
+
+
+# ------------------------------------------------------------------ prefill_and_expand
+K_CONFIG = LlamaConfig(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=50, multiple_of=16, max_seq_len=32)
+
+
+def _prefill(learner: Learner, b: int = 2, t: int = 5, k: int = 3, new: int = 4) -> tuple[Any, Any, dict[str, Any]]:
+    """The learner's ``(logits, cache)`` and the reference, with the positions each run processed."""
+    prefill_and_expand = learner.function("prefill_and_expand")
+    model = Llama(K_CONFIG, seed=0).eval()
+    ids = torch.randint(0, K_CONFIG.vocab_size, (b, t), generator=seeded(30 + k))
+    fed: list[int] = []
+    hook = model.tok_embeddings.register_forward_hook(lambda module, inputs, output: fed.append(inputs[0].numel()))
+    try:
+        got = expect_pair(prefill_and_expand(model, ids.clone(), k, new), "prefill_and_expand", "(logits, cache)")
+        learner_fed = sum(fed)
+        with torch.no_grad():
+            cache = model.new_cache(b, t + new)
+            logits = model(ids, cache=cache)[:, -1].repeat_interleave(k, dim=0)
+            cache.repeat_rows(k)
+    finally:
+        hook.remove()
+    return got, (logits, cache), dict(b=b, t=t, k=k, new=new, fed=learner_fed)
+
+
+@CHECKS.add(points=2, hint="run the prompts once, take the last position's logits (b, v) and repeat each row k "
+                           "times in place: logits.repeat_interleave(k, dim=0) gives rows i*k .. i*k+k-1 to prompt i")
+def prefill_logits_are_each_prompts_last_logits_k_times(learner: Learner) -> None:
+    (logits, _), (expected, _), shape = _prefill(learner)
+    expect_tensor(logits, expected, f"logits of prefill_and_expand(b={shape['b']}, k={shape['k']})", atol=1e-6,
+                  rtol=1e-5)
+
+
+@CHECKS.add(points=1, hint="every layer's keys and values must hold each prompt's rows k times, in the order "
+                           "prompt 0 x k, prompt 1 x k, ...: cache.repeat_rows(k), or repeat_interleave on the batch "
+                           "axis (repeat would interleave the prompts)")
+def cache_holds_each_prompt_k_times(learner: Learner) -> None:
+    (_, cache), (_, expected), shape = _prefill(learner)
+    if not isinstance(cache, KVCache):
+        fail(f"prefill_and_expand should return the model's KVCache, got {type(cache).__name__}")
+    expect_equal(cache.batch_size, shape["b"] * shape["k"], "the cache's batch size")
+    t = shape["t"]  # the prompt's positions; the room after them is another check's business
+    for layer, (k, v) in enumerate(zip(expected.k, expected.v)):
+        expect_tensor(cache.k[layer][:, :, :t], k[:, :, :t], f"cache.k[{layer}] at the prompt's positions",
+                      atol=1e-6, rtol=1e-5)
+        expect_tensor(cache.v[layer][:, :, :t], v[:, :, :t], f"cache.v[{layer}] at the prompt's positions",
+                      atol=1e-6, rtol=1e-5)
+
+
+@CHECKS.add(points=1, hint="make the cache for the b prompts with room for t + max_new_tokens positions "
+                           "(model.new_cache(b, t + max_new_tokens)): decoding writes after the prompt")
+def cache_has_room_for_the_answers(learner: Learner) -> None:
+    (_, cache), _, shape = _prefill(learner)
+    if not isinstance(cache, KVCache):
+        fail(f"prefill_and_expand should return the model's KVCache, got {type(cache).__name__}")
+    expect_equal(cache.length, shape["t"], "cache.length after the prefill")
+    expect_equal(cache.capacity, shape["t"] + shape["new"], "the cache's capacity")
+
+
+@CHECKS.add(points=1, hint="the point of the exercise: feed the b prompts through the model once, then copy the "
+                           "cache; repeating the prompts k times before the forward does k times the work")
+def the_prompts_go_through_the_model_once(learner: Learner) -> None:
+    _, _, shape = _prefill(learner)
+    once = shape["b"] * shape["t"]
+    if shape["fed"] != once:
+        fail(f"the model processed {shape['fed']} positions for {shape['b']} prompts of {shape['t']} tokens and "
+             f"k={shape['k']}; running each prompt once processes {once}")
