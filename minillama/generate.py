@@ -215,6 +215,7 @@ def generate(model: Llama, input_ids: torch.Tensor, max_new_tokens: int, tempera
             stack.enter_context(stacked_projections(model))  # one token per row: stacking pays (module docstring)
         next_position = mask.sum(-1, keepdim=True)  # RoPE positions count real tokens only
         rows = torch.arange(n_rows, device=device)  # the rows still running
+        key_mask = mask.bool()  # the running rows' mask, kept apart so no step gathers it again
         end = t
         for step in range(max_new_tokens):
             if step and cache is None:
@@ -222,7 +223,7 @@ def generate(model: Llama, input_ids: torch.Tensor, max_new_tokens: int, tempera
                 logits = logits[:, -1]
             elif step:  # the newest token goes in, at column end - 1
                 cache.write_at.fill_(end - 1)
-                logits = step_fn(model, ids[rows, end - 1:end], next_position, mask[rows].bool(), cache)
+                logits = step_fn(model, ids[rows, end - 1:end], next_position, key_mask, cache)
                 next_position = next_position + 1
                 cache.advance(1)
             if uniforms is None:
@@ -231,6 +232,7 @@ def generate(model: Llama, input_ids: torch.Tensor, max_new_tokens: int, tempera
                 token = inverse_cdf_sample(logits, uniforms[rows, step], temperature, top_k, top_p)
             ids[rows, end] = token
             mask[rows, end] = 1
+            key_mask[:, end] = True
             end += 1
             if stops is None:
                 continue
@@ -239,7 +241,7 @@ def generate(model: Llama, input_ids: torch.Tensor, max_new_tokens: int, tempera
             if n_running == 0:
                 break
             if n_running < len(token):
-                rows, next_position = rows[running], next_position[running]
+                rows, next_position, key_mask = rows[running], next_position[running], key_mask[running]
                 if cache is not None:
                     cache.keep_rows(running)
     return ids[:, :end]

@@ -61,11 +61,16 @@ def native_bf16(device: torch.device | str) -> bool:
     return False
 
 
+def check_precision(precision: str, owner: str = "precision") -> str:
+    """``precision`` itself when it is one of :data:`PRECISIONS`; a ``ValueError`` naming ``owner`` otherwise."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"{owner} must be one of {PRECISIONS}, got {precision!r}")
+    return precision
+
+
 def resolve_precision(precision: str, device: torch.device | str) -> str:
     """``"fp32"`` or ``"bf16"``: what ``precision`` (one of :data:`PRECISIONS`) means on ``device``."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "auto":
+    if check_precision(precision) == "auto":
         return "bf16" if native_bf16(device) else "fp32"
     return precision
 

@@ -1,6 +1,6 @@
 """How a stage spends the hardware: the precision it computes in and what it compiles.
 
-One small value, :class:`Speed`, travels from the command line (or the course's budgets) to the
+One small value, :class:`Speed`, travels from the command line (a stage's or the course's) to the
 trainer and to the sampler, so that every stage follows one policy: the precision of
 :mod:`minillama.precision` for training and sampling alike, and ``torch.compile``
 (:mod:`minillama.compiler`) for the training step and the one-token decoding step, each switched
@@ -13,7 +13,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
-from .precision import PRECISIONS
+from .precision import PRECISIONS, check_precision
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,7 @@ class Speed:
     compile_decoding: bool = False
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check_precision(self.precision, "Speed.precision")
 
     def training(self) -> dict[str, Any]:
         """Keyword arguments of :class:`~minillama.train.TrainConfig`."""

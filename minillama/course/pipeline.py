@@ -56,7 +56,7 @@ from ..stages.rejection import run_rejection
 from ..stages.reward import run_reward
 from ..stages.sft import run_sft
 from ..tokenizer import Tokenizer
-from ..train import TrainConfig, open_split
+from ..train import DistEnv, TrainConfig, open_split
 from ..train.data import read_meta, tokenize_corpus
 from .budgets import BUDGETS
 from .report import write_report
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
 
     last = STAGE_ORDER.index(args.until)
     seed, progress, speed = args.seed, not args.no_progress, speed_from_args(args)
-    speed_line = (f"Precision {describe_precision(speed.precision, 'cuda' if torch.cuda.is_available() else 'cpu')}; "
+    speed_line = (f"Precision {describe_precision(speed.precision, DistEnv.current().device('auto'))}; "
                   f"torch.compile: training steps {'on' if speed.compile_training else 'off'}, decoding step "
                   f"{'on' if speed.compile_decoding else 'off'}.")
     _log(speed_line)

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from ..compiler import compile_or_eager
 from ..fileio import save_json
-from ..precision import PRECISIONS, autocast
+from ..precision import autocast, check_precision
 from ..sequences import eval_mode
 from .data import BatchSource
 from .ddp import DistEnv, all_reduce_sum
@@ -90,8 +90,7 @@ class TrainConfig:
         for name in ("warmup_steps", "eval_interval", "checkpoint_interval", "weight_decay", "grad_clip"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"TrainConfig.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check_precision(self.precision, "TrainConfig.precision")
         CosineSchedule(self.lr, self.warmup_steps, self.steps, self.min_lr_ratio)  # validates those four
 
     def to_dict(self) -> dict[str, Any]:
