@@ -12,10 +12,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Collection, Iterable, TypeVar
 
 import torch
 from safetensors.torch import save_file
+
+T = TypeVar("T")
 
 
 def _umask() -> int:
@@ -77,21 +79,53 @@ def read_json(path: str | Path) -> Any:
         raise ValueError(f"{path}: not valid JSON ({err})") from err
 
 
-def read_jsonl(path: str | Path) -> list[Any]:
-    """The values of a JSON-lines file (blank lines skipped)."""
-    path = Path(path)
+def _numbered_jsonl(path: Path) -> list[tuple[int, Any]]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err})") from err
     rows = []
     for number, line in enumerate(lines, 1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                rows.append((number, json.loads(line)))
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}, line {number}: not valid JSON ({err})") from err
     return rows
+
+
+def read_jsonl(path: str | Path) -> list[Any]:
+    """The values of a JSON-lines file (blank lines skipped)."""
+    return [row for _, row in _numbered_jsonl(Path(path))]
+
+
+def read_records(path: str | Path, build: Callable[[dict[str, Any]], T], what: str, fields: Collection[str],
+                 required: Collection[str]) -> list[T]:
+    """``build(row)`` for every row of a JSON-lines file of ``what`` records (a task, a pair, ...),
+    checked first: a ``ValueError`` names the file and the line of a row that is not an object, has
+    a field outside ``fields`` or lacks one of ``required``, or that ``build`` rejects; an empty
+    file is an error too (a stage given nothing to read would train or score on nothing)."""
+    path = Path(path)
+    rows = _numbered_jsonl(path)
+    if not rows:
+        raise ValueError(f"{path}: empty; expected one {what} per line")
+    out = []
+    for number, row in rows:
+        where = f"{path}, line {number}"
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: a {what} must be a JSON object, got {type(row).__name__}")
+        unknown, missing = sorted(set(row) - set(fields)), sorted(set(required) - set(row))
+        if unknown:
+            raise ValueError(f"{where}: unknown field {unknown[0]!r} in a {what} (fields: {', '.join(sorted(fields))})")
+        if missing:
+            raise ValueError(f"{where}: a {what} without the field {missing[0]!r}")
+        try:
+            out.append(build(row))
+        except (TypeError, ValueError, KeyError) as err:
+            raise ValueError(f"{where}: {err}") from err
+    return out
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:

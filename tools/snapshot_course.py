@@ -23,7 +23,8 @@ FILES = ("report.md", "timings.json", "loss.png", "tokenizer/tokenizer.model", "
          "pretrain/loss.png", "eval/metrics.json", "sft/sft_metrics.json", "sft/metrics.jsonl", "sft/loss.png",
          "rm_helpfulness/metrics.json", "rm_safety/metrics.json", "rejection/metrics.json", "rejection/rounds.png",
          "rejection/reward_vs_k.json", "rejection/reward_vs_k.png", "dpo/metrics.jsonl", "dpo/metrics.json",
-         "dpo/loss.png", "dpo/pairs_by_class.json", "stages/changes.json")
+         "dpo/loss.png", "dpo/pairs_by_class.json", "stages/changes.json", "rejection/threshold.json",
+         "dpo_rm_pairs/metrics.json", "dpo_rm_pairs/metrics.jsonl")
 
 
 def main(src: Path, dst: Path) -> None:

@@ -43,8 +43,9 @@ import torch
 from ..checkpoint import load_model
 from ..config import PRESETS, LlamaConfig
 from ..data import Oracle
+from ..data.annotators import AnnotatorPool
 from ..data.files import load_tasks, write_dataset
-from ..evaluate.oracle import evaluate_model, paired_difference, summary
+from ..evaluate.oracle import ANSWER_QUALITIES, evaluate_model, paired_difference, summary, win_rate
 from ..evaluate.probes import cloze_accuracy, continuations, copying_probe, unigram_cross_entropy
 from ..fileio import read_json, read_jsonl, save_json
 from ..model import Llama
@@ -64,10 +65,11 @@ from .report import write_report
 STAGE_ORDER = ("data", "tokenizer", "tokens", "pretrain", "eval", "sft", "rm_helpfulness", "rm_safety",
                "rejection", "dpo", "stages")
 STAGE_MODELS = {"pretrained": "pretrain/model", "sft": "sft/model", "rs_round_1": "rejection/round_1/model",
-                "rs_round_2": "rejection/round_2/model", "dpo": "dpo/model"}
+                "rs_round_2": "rejection/round_2/model", "dpo": "dpo/model", "dpo_rm_pairs": "dpo_rm_pairs/model"}
 # The metric each stage is meant to improve, and the stage it is compared with.
 STAGE_TARGETS = {"sft": ("pretrained", "helpful_accuracy"), "rs_round_1": ("sft", "combined"),
-                 "rs_round_2": ("rs_round_1", "combined"), "dpo": ("sft", "combined")}
+                 "rs_round_2": ("rs_round_1", "combined"), "dpo": ("sft", "combined"),
+                 "dpo_rm_pairs": ("sft", "combined")}
 
 
 def _log(message: str) -> None:
@@ -144,6 +146,7 @@ def stage_sft(out: Path, data_dir: Path, tok: Tokenizer, budget: dict[str, Any],
     if not (run / "sft_metrics.json").is_file():
         run_sft(out / "pretrain" / "model", tok, data_dir, run, epochs=2, batch_size=budget["batch_size"],
                 lr=budget["sft_lr"], weight_decay=0.1, seed=seed, max_examples=budget["sft_examples"],
+                uneven_demos=budget["sft_uneven"],
                 eval_before=False, eval_prompts=0, eval_safety=0, progress=progress, speed=speed)
     return read_json(run / "sft_metrics.json")
 
@@ -195,7 +198,8 @@ def stage_rejection(out: Path, data_dir: Path, tok: Tokenizer, budget: dict[str,
                       run, rounds=2, k=budget["rs_k"], temperature=budget["rs_temperature"],
                       n_prompts=budget["rs_prompts"], epochs=1, lr=budget["rs_lr"], batch_size=budget["batch_size"],
                       eval_prompts=100, eval_safety=50, seed=seed, progress=progress,
-                      study_prompts=budget["study_prompts"], speed=speed)
+                      study_prompts=budget["study_prompts"], threshold_prompts=budget["rs_threshold_prompts"],
+                      speed=speed)
     return {"rounds": read_json(run / "metrics.json"), "reward_vs_k": read_json(run / "reward_vs_k.json")}
 
 
@@ -203,8 +207,17 @@ def stage_dpo(out: Path, data_dir: Path, tok: Tokenizer, budget: dict[str, Any],
               progress: bool, speed: Speed = Speed()) -> dict[str, Any]:
     """DPO from the SFT model, NLL-regularised, on pairs of its own samples for the rejection-sampling
     prompts (round 1's samples, ranked by the oracle: the same prompts, samples and judge as
-    rejection sampling); the reward models' clear held-out pairs check its implicit reward."""
+    rejection sampling); and a second time on as many of the pairs the reward models learned from
+    (``dpo_rm_pairs/``). The reward models' clear held-out pairs check its implicit reward."""
     run = out / "dpo"
+    rm_run = out / "dpo_rm_pairs"
+    n_pairs = budget["rs_prompts"] * budget["dpo_pairs_per_prompt"]
+    if not (rm_run / "metrics.json").is_file():
+        run_dpo(out / "sft" / "model", tok, rm_run, pairs=[out / f"rm_{kind}" / "pairs_train.jsonl"
+                                                            for kind in ("helpfulness", "safety")],
+                val_pairs=[out / f"rm_{kind}" / "pairs_val.jsonl" for kind in ("helpfulness", "safety")],
+                max_pairs=n_pairs, max_val_pairs=500, beta=budget["dpo_beta"], nll_alpha=budget["dpo_nll_alpha"],
+                lr=budget["dpo_lr"], batch_size=budget["batch_size"], seed=seed, progress=progress, speed=speed)
     if not (run / "metrics.json").is_file():
         run_dpo(out / "sft" / "model", tok, run, samples=out / "rejection" / "round_1" / "samples.jsonl",
                 data_dir=data_dir,
@@ -212,13 +225,15 @@ def stage_dpo(out: Path, data_dir: Path, tok: Tokenizer, budget: dict[str, Any],
                 pairs_per_prompt=budget["dpo_pairs_per_prompt"], max_val_pairs=500, beta=budget["dpo_beta"],
                 nll_alpha=budget["dpo_nll_alpha"], lr=budget["dpo_lr"], batch_size=budget["batch_size"], seed=seed,
                 progress=progress, speed=speed)
-    return read_json(run / "metrics.json")
+    return {**read_json(run / "metrics.json"), "rm_pairs": read_json(rm_run / "metrics.json")}
 
 
 def stage_compare(out: Path, data_dir: Path, tok: Tokenizer, seed: int, progress: bool,
-                  speed: Speed = Speed()) -> dict[str, Any]:
-    """Every stage's greedy answers to the same held-out test prompts, scored by the oracle, and the
-    paired bootstrap change of each stage's target metric over the stage it builds on."""
+                  speed: Speed = Speed(), uneven_demos: float = 0.3) -> dict[str, Any]:
+    """Every stage's greedy answers to the same held-out test prompts, scored by the oracle; the
+    paired bootstrap change of each stage's target metric over the stage it builds on (and of
+    content accuracy, form adherence and cleanness apart, so a gain in one never passes as
+    another); and each stage's win rate over the annotators' demonstrations for the same prompts."""
     run = out / "stages"
     tasks = load_tasks(data_dir, "chat_test", "safety_test")
     oracle = Oracle(tasks)
@@ -235,9 +250,18 @@ def stage_compare(out: Path, data_dir: Path, tok: Tokenizer, seed: int, progress
         a = np.array(results[base]["per_prompt"][metric], dtype=float)
         b = np.array(results[name]["per_prompt"][metric], dtype=float)
         mean, lo, hi = paired_difference(a, b, seed=seed)
-        changes[name] = {"vs": base, "metric": metric, "mean": mean, "lo": lo, "hi": hi, "improves": bool(lo > 0)}
+        changes[name] = {"vs": base, "metric": metric, "mean": mean, "lo": lo, "hi": hi, "improves": bool(lo > 0),
+                         "by_quality": {}}
+        for quality in ANSWER_QUALITIES:
+            a = np.array(results[base]["per_prompt"][quality], dtype=float)
+            b = np.array(results[name]["per_prompt"][quality], dtype=float)
+            changes[name]["by_quality"][quality] = dict(zip(("mean", "lo", "hi"), paired_difference(a, b, seed=seed)))
     save_json(run / "changes.json", changes)
-    return {"results": results, "changes": changes}
+    demos = [d.text for d in AnnotatorPool(uneven_demos, seed).demonstrations(tasks)]
+    vs_demos = {name: win_rate(oracle, tasks, r["per_prompt"]["response"], demos, seed=seed)
+                for name, r in results.items()}
+    save_json(run / "vs_demonstrations.json", vs_demos)
+    return {"results": results, "changes": changes, "vs_demonstrations": vs_demos}
 
 
 # ------------------------------------------------------------------------------------ command
@@ -317,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             "rm_safety": lambda: stage_reward(out, data_dir, tok, "safety", budget, seed, progress, speed),
             "rejection": lambda: stage_rejection(out, data_dir, tok, budget, seed, progress, speed),
             "dpo": lambda: stage_dpo(out, data_dir, tok, budget, seed, progress, speed),
-            "stages": lambda: stage_compare(out, data_dir, tok, seed, progress, speed)}
+            "stages": lambda: stage_compare(out, data_dir, tok, seed, progress, speed, budget["sft_uneven"])}
     rm_stages = ("rm_helpfulness", "rm_safety")
     side_by_side = (last >= STAGE_ORDER.index("rm_safety") and torch.get_num_threads() > 1
                     and not any((out / name / "metrics.json").is_file() for name in rm_stages))

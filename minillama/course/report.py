@@ -8,7 +8,7 @@ from typing import Any
 
 from ..data.preferences import RATING_LEVELS
 from ..data.tasks import SAFETY_CLASSES
-from ..evaluate.oracle import stage_table
+from ..evaluate.oracle import ANSWER_QUALITIES, stage_table
 from ..fileio import write_text
 from ..stages.rejection import ORACLE_LABELS
 
@@ -90,10 +90,21 @@ def post_training_report(results: dict[str, Any]) -> list[str]:
         lines += ["## Post-training, stage by stage (held-out test prompts, scored by the oracle)", "",
                   stage_table(stages["results"], compare="combined"), "",
                   "Each stage against the stage it builds on, on the metric it targets (paired bootstrap over "
-                  "prompts, 95%):", "", "| stage | vs | metric | change | improves? |", "|---|---|---|---|---|"]
+                  "prompts, 95%), and the same change in each quality of a harmless answer apart: a gain in form "
+                  "never passes as a gain in content:", "",
+                  "| stage | vs | metric | change | improves? | content acc. | form | clean |",
+                  "|---|---|---|---|---|---|---|---|"]
         for name, c in stages["changes"].items():
-            lines.append(f"| {name} | {c['vs']} | {c['metric']} | {c['mean']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}] "
-                         f"| {'yes' if c['improves'] else 'no'} |")
+            quality = [_change(c["by_quality"][q]) if q in c.get("by_quality", {}) else "n/a" for q in ANSWER_QUALITIES]
+            lines.append(f"| {name} | {c['vs']} | {c['metric']} | {_change(c)} | {'yes' if c['improves'] else 'no'} | "
+                         + " | ".join(quality) + " |")
+        if "vs_demonstrations" in stages:
+            lines += ["", "Each stage's answer against the annotators' demonstration for the same test prompt, "
+                      "judged by the oracle (win 1, tie 0.5; Llama 2 found its RLHF model beat its annotators' "
+                      "writing):", "", "| stage | win rate | wins | ties | losses |", "|---|---|---|---|---|"]
+            for name, w in stages["vs_demonstrations"].items():
+                lines.append(f"| {name} | {w['mean']:.3f} [{w['lo']:.3f}, {w['hi']:.3f}] | {w['wins']} | {w['ties']} "
+                             f"| {w['losses']} |")
         lines += ["", "Helpfulness accuracy by task kind:", ""]
         kinds = sorted({k for r in stages["results"].values() for k in r["by_kind"]})
         lines += ["| stage | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
@@ -105,6 +116,7 @@ def post_training_report(results: dict[str, Any]) -> list[str]:
     if "rm_helpfulness" in results and "rm_safety" in results:
         lines += ["## Reward models (held-out pairs)", ""]
         lines += _accuracy_rows(results["rm_helpfulness"]) + _accuracy_rows(results["rm_safety"])[2:] + [""]
+        lines += _quality_rows(results["rm_helpfulness"]["margin"])
         lines += ["*A perfect judge*: the accuracy the oracle itself expects on the same pairs. It gets every pair "
                   "right except the unsure ones it cannot order (equal scores, no finer signal on the axis), where "
                   "a coin flip chose the winner and any judge gets half. That, not 100%, bounds each reward model.",
@@ -113,6 +125,13 @@ def post_training_report(results: dict[str, Any]) -> list[str]:
         lines += ["## Rejection sampling", "", "![rounds](rejection/rounds.png)", "",
                   "Max and median reward over the first K samples, and the oracle's score of the reward "
                   "models' pick against the oracle's own best pick:", "", "![reward vs K](rejection/reward_vs_k.png)", ""]
+        threshold = results["rejection"]["rounds"].get("threshold")
+        if threshold:
+            lines += [f"A kept answer must clear the reward {threshold['threshold']:.3f}, chosen on "
+                      f"{threshold['samples']} samples of {threshold['prompts']} validation prompts as the level that "
+                      f"best tells good samples (oracle score >= {threshold['good']}) from the rest: above it "
+                      f"{_pct(threshold['purity'])} of those samples are good (against {_pct(threshold['good_share'])} "
+                      f"of all), and {_pct(threshold['coverage'])} of the good ones are kept.", ""]
         lines += _kept_rows(results["rejection"]["rounds"]["rounds"])
     if "dpo" in results:
         counts = results["dpo"]["pairs_by_class"]
@@ -124,6 +143,22 @@ def post_training_report(results: dict[str, Any]) -> list[str]:
         lines += [f"| {name.replace('_', ' ')} | " + " | ".join(str(row[c]) for c in SAFETY_CLASSES) + " |"
                   for name, row in counts.items()] + [""]
     return lines
+
+
+def _change(c: dict[str, float]) -> str:
+    return f"{c['mean']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}]" + (" *" if c["lo"] > 0 or c["hi"] < 0 else "")
+
+
+def _quality_rows(acc: dict[str, Any]) -> list[str]:
+    """The helpfulness reward model's held-out accuracy by what tells a pair apart."""
+    if "by_quality" not in acc:
+        return []
+    rows = ["The helpfulness reward model (with margin) by what tells a pair apart: form and degeneration can "
+            "be read off the answer; content needs the facts the policy itself lacks.", "",
+            "| pairs differing in | pairs | accuracy | a perfect judge |", "|---|---|---|---|"]
+    rows += [f"| {quality} | {a['n']} | {_pct(a['accuracy'])} | {_pct(a['ceiling'])} |"
+             for quality, a in acc["by_quality"].items()]
+    return rows + [""]
 
 
 def _kept_rows(rounds: list[dict[str, Any]]) -> list[str]:

@@ -7,10 +7,12 @@ a forbidden potion) that writes:
 * pretraining text: short documents restating the world's facts in many phrasings, event
   stories, counting stories and sums;
 * cloze prompts to test whether a model learned the facts (val/test in phrasings no text uses);
-* chat tasks with reference answers: questions about a story in the prompt, arithmetic, facts,
+* chat tasks with reference answers, each prompt asking for a form of answer (a single word, a
+  number, a full sentence, a list, yes or no first): questions about a story in the prompt, arithmetic, facts,
   simple instructions; off-limits requests whose reference is a polite refusal, and harmless
   look-alikes that measure false refusals;
-* an oracle that scores any response to any of those prompts for helpfulness and safety.
+* an oracle that scores any response to any of those prompts for helpfulness (content, form,
+  no degeneration) and safety; simulated annotators who write uneven demonstrations.
 
 Quick tour (run as a doctest)::
 
@@ -37,7 +39,7 @@ Quick tour (run as a doctest)::
     >>> oracle.helpfulness(risky.prompt, risky.compliance), oracle.combined(risky.prompt, risky.compliance)
     (Score(label='correct', score=1.0), Score(label='unsafe_compliance', score=0.0))
     >>> [r.kind for r in distractors(task, random.Random(0))]
-    ['wrong', 'partial', 'malformed', 'false_refusal']
+    ['wrong', 'partial', 'malformed', 'false_refusal', 'ignores_form', 'rambles']
     >>> rating_level(1.0, 0.25)
     'significantly better'
 
@@ -47,15 +49,15 @@ Labels and scores are documented in :mod:`minillama.data.oracle`.
 """
 
 from .cloze import ClozePrompt, cloze_prompts
-from .oracle import (HELPFULNESS_LABELS, HELPFULNESS_SCORES, SAFETY_LABELS, SAFETY_SCORES, SAFETY_THRESHOLD, Oracle,
-                     Score, combined, helpfulness, reference, safety)
+from .oracle import (CONTENT_CREDIT, HELPFULNESS_LABELS, SAFETY_LABELS, SAFETY_SCORES, SAFETY_THRESHOLD, WEIGHTS,
+                     Oracle, Score, combined, helpfulness, reference, safety)
 from .preferences import RATING_LEVELS, Response, distractors, rating_level
 from .splits import SPLITS
 from .tasks import CHAT_KINDS, TASK_KINDS, Task
 from .world import Fact, TinyWorld
 
 __all__ = [
-    "CHAT_KINDS", "HELPFULNESS_LABELS", "HELPFULNESS_SCORES", "RATING_LEVELS", "SAFETY_LABELS", "SAFETY_SCORES",
+    "CHAT_KINDS", "CONTENT_CREDIT", "HELPFULNESS_LABELS", "WEIGHTS", "RATING_LEVELS", "SAFETY_LABELS", "SAFETY_SCORES",
     "SAFETY_THRESHOLD", "SPLITS", "TASK_KINDS", "ClozePrompt", "Fact", "Oracle", "Response", "Score", "Task",
     "TinyWorld", "cloze_prompts", "combined", "distractors", "helpfulness", "rating_level", "reference", "safety",
 ]

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..fileio import jsonl, read_jsonl, write_text
+from ..fileio import jsonl, read_records, write_text
 from .splits import SPLITS
-from .tasks import Task
+from .tasks import TASK_FIELDS, TASK_REQUIRED, Task
 from .world import SIZES, TinyWorld
 
 def write_dataset(out: str | Path, seed: int = 0, chars: int = 3_000_000, eval_chars: int = 150_000,
@@ -71,7 +71,7 @@ def write_dataset(out: str | Path, seed: int = 0, chars: int = 3_000_000, eval_c
 # ---------------------------------------------------------------------------------- reading back
 def read_tasks(*paths: str | Path) -> list[Task]:
     """The tasks of task files, in order."""
-    return [Task.from_dict(row) for path in paths for row in read_jsonl(path)]
+    return [task for path in paths for task in read_records(path, Task.from_dict, "task", TASK_FIELDS, TASK_REQUIRED)]
 
 
 def load_tasks(data_dir: str | Path, *names: str) -> list[Task]:
@@ -81,6 +81,23 @@ def load_tasks(data_dir: str | Path, *names: str) -> list[Task]:
         if not path.is_file():
             raise ValueError(f"{path}: no such file; the data folder must be one written by `minillama data`")
     return read_tasks(*paths)
+
+
+SAMPLE_FIELDS: tuple[str, ...] = ("prompt", "samples", "reward", "oracle")
+
+
+def read_samples(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a rejection-sampling round's ``samples.jsonl`` (DPO reads them too), each
+    checked: a prompt, a list of samples and as many rewards and oracle scores (a ``ValueError``
+    names the file, line and field otherwise)."""
+    def check(row: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(row["samples"], list) or not all(isinstance(x, str) for x in row["samples"]):
+            raise ValueError("field 'samples' must be a list of strings")
+        for field in ("reward", "oracle"):
+            if not isinstance(row[field], list) or len(row[field]) != len(row["samples"]):
+                raise ValueError(f"field {field!r} must be a list of one number per sample")
+        return row
+    return read_records(path, check, "sample row", SAMPLE_FIELDS, SAMPLE_FIELDS)
 
 
 def val_tasks(data_dir: str | Path, n_chat: int, n_safety: int) -> list[Task]:

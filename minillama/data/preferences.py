@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..fileio import read_jsonl, write_jsonl
+from ..fileio import read_records, write_jsonl
+from . import forms
 from .oracle import Oracle, leaked, words
 from .phrasings import capitalize
 from .offlimits import REFUSALS
@@ -42,7 +43,8 @@ _LEVEL_GAPS: tuple[float, ...] = (0.75, 0.5, 0.25)
 EXPECTED: dict[str, dict[str, tuple[str, str]]] = {
     "benign": {
         "wrong": ("wrong", "safe"), "partial": ("partial", "safe"), "malformed": ("malformed", "safe"),
-        "false_refusal": ("wrong", "false_refusal"),
+        "false_refusal": ("wrong", "false_refusal"), "ignores_form": ("correct", "safe"),
+        "rambles": ("correct", "safe"),
     },
     "unsafe": {
         "unsafe_compliance": ("correct", "unsafe_compliance"), "partial_compliance": ("partial", "unsafe_compliance"),
@@ -93,7 +95,7 @@ def _wrong_and_partial(task: Task, rng: random.Random) -> list[Response]:
     if scorer in ("choice", "one_word"):
         other = _other(rng, task, set(target))
         wrong = _swap(ref, target[0], other)
-        partial = f"The answer is {target[0]}." if scorer == "one_word" else f"Maybe {target[0]}, or maybe {other}."
+        partial = f"Maybe {target[0]}, or maybe {other}."
         return [Response(wrong, "wrong"), Response(partial, "partial")]
     if scorer == "number":
         t = int(target[0])
@@ -135,7 +137,10 @@ def distractors(task: Task, rng: random.Random) -> list[Response]:
     malformed = Response(rng.choice(_MALFORMED), "malformed")
     if task.risky:
         return _unsafe(task, rng) + [malformed]
-    return _wrong_and_partial(task, rng) + [malformed, Response(rng.choice(REFUSALS), "false_refusal")]
+    out = _wrong_and_partial(task, rng) + [malformed, Response(rng.choice(REFUSALS), "false_refusal")]
+    if task.form:  # right content, the form ignored; right content and form, then a loop
+        out.append(Response(forms.break_form(task.form, task.target, task.reference), "ignores_form"))
+    return out + [Response(forms.ramble(task.reference), "rambles")]
 
 
 def expected_labels(task: Task, response: Response) -> tuple[str, str]:
@@ -158,6 +163,7 @@ class Pair:
     rating: str  # one of RATING_LEVELS
     gap: float
     unsure: bool = False
+    quality: str = ""  # what tells the two apart (pair_quality); "" in files written before it existed
 
     def __post_init__(self) -> None:
         if self.rating not in RATING_LEVELS:
@@ -173,13 +179,17 @@ class Pair:
         return cls(**data)
 
 
+PAIR_FIELDS: tuple[str, ...] = ("prompt", "chosen", "rejected", "rating", "gap", "unsure", "quality")
+PAIR_REQUIRED: tuple[str, ...] = ("prompt", "chosen", "rejected", "rating", "gap")
+
+
 def save_pairs(path: str | Path, pairs: Sequence[Pair]) -> None:
     """Write one pair per line (json), atomically."""
     write_jsonl(path, (p.to_dict() for p in pairs))
 
 
 def load_pairs(*paths: str | Path) -> list[Pair]:
-    return [Pair.from_dict(row) for path in paths for row in read_jsonl(path)]
+    return [pair for path in paths for pair in read_records(path, Pair.from_dict, "pair", PAIR_FIELDS, PAIR_REQUIRED)]
 
 
 def level_counts(pairs: Sequence[Pair]) -> dict[str, int]:
@@ -205,6 +215,21 @@ def preference_key(oracle: Oracle, task: Task, response: str, axis: str) -> tupl
     return score, 0.0
 
 
+QUALITIES: tuple[str, ...] = ("content", "form", "clean", "several", "none", "safety")
+
+
+def pair_quality(oracle: Oracle, task: Task, chosen: str, rejected: str, axis: str) -> str:
+    """What tells ``chosen`` from ``rejected``: on the helpfulness axis the one quality of
+    :func:`~minillama.data.oracle.qualities` in which they differ (``"content"``, ``"form"``,
+    ``"clean"``), ``"several"``, or ``"none"``; on the safety axis ``"safety"``. Form pairs are the
+    ones a small judge can tell by reading; content pairs need the facts."""
+    if axis == "safety":
+        return "safety"
+    a, b = oracle.qualities(task, chosen), oracle.qualities(task, rejected)
+    differ = [name for name in ("content", "form", "clean") if getattr(a, name) != getattr(b, name)]
+    return differ[0] if len(differ) == 1 else ("several" if differ else "none")
+
+
 def pairs_from_candidates(oracle: Oracle, task: Task, candidates: list[tuple[str, bool]], axis: str,
                           rng: random.Random, max_pairs: int) -> list[Pair]:
     """Every pair of ``candidates`` (text, is_model_sample), ordered by :func:`preference_key` or,
@@ -217,7 +242,8 @@ def pairs_from_candidates(oracle: Oracle, task: Task, candidates: list[tuple[str
         hi, lo = (i, j) if keys[i] > keys[j] or (keys[i] == keys[j] and coin) else (j, i)
         (s_hi, _), (s_lo, _) = keys[hi], keys[lo]
         level = rating_level(s_hi, s_lo) if s_hi != s_lo else RATING_LEVELS[-1]
-        pair = Pair(task.prompt, candidates[hi][0], candidates[lo][0], level, s_hi - s_lo, keys[i] == keys[j])
+        pair = Pair(task.prompt, candidates[hi][0], candidates[lo][0], level, s_hi - s_lo, keys[i] == keys[j],
+                    pair_quality(oracle, task, candidates[hi][0], candidates[lo][0], axis))
         # Pairs of two model samples first, then a sample against a written response: a reward
         # model must judge the policy's own outputs, whose mistakes (an answer to another question,
         # a garbled name) are not the ones the distractors make.

@@ -5,12 +5,16 @@ Harmless kinds (:data:`CHAT_KINDS`): questions about a story in the prompt (``st
 instructions (``one_word``, ``repeat``, ``list``, ``sort``). Safety kinds: ``unsafe`` requests and
 ``borderline`` ones that only look risky (see :mod:`minillama.data.offlimits`).
 
+Every prompt begins with an instruction about the answer's form (:mod:`minillama.data.forms`); the
+reference answer keeps to it.
+
 Every task is registered with its world, so the oracle can look a prompt up; each prompt's split
 follows from its key (a story, a problem, a fact, a phrasing), so splits never share a prompt.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
 import zlib
@@ -18,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import offlimits, phrasings
+from . import forms, offlimits, phrasings
 from .arithmetic import Problem, draw_problem
 from .lexicon import COUNTABLES, STORY_THINGS, TOWNS, WORD_LISTS, article, number_word
 from .phrasings import capitalize, render
@@ -61,6 +65,7 @@ class Task:
     split: str = "train"
     safety: str = "benign"
     compliance: str = ""  # unsafe only: what a reply that complies says
+    form: str = ""  # the answer form the prompt asks for (forms.FORMS); "" for none
 
     def __post_init__(self) -> None:
         if self.kind not in SCORERS:
@@ -71,6 +76,8 @@ class Task:
             raise ValueError(f"Task.safety must be one of {SAFETY_CLASSES}, got {self.safety!r}")
         if not self.prompt.strip() or not self.target:
             raise ValueError("Task.prompt and Task.target must not be empty")
+        if self.form and self.form not in forms.FORMS:
+            raise ValueError(f"Task.form must be one of {forms.FORMS} or empty, got {self.form!r}")
         if (self.kind == "unsafe") != (self.safety == "unsafe"):
             raise ValueError(f"Task.safety must be 'unsafe' exactly when kind is 'unsafe', got {self.safety!r}")
 
@@ -105,6 +112,8 @@ class Task:
 
 
 _LIST_NAMES: dict[tuple[str, ...], str] = {words: name for name, words in WORD_LISTS.items()}
+TASK_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Task))
+TASK_REQUIRED: tuple[str, ...] = ("kind", "prompt", "reference", "target")
 
 
 Generator = Callable[["TinyWorld", random.Random, str], "Task | None"]
@@ -198,9 +207,6 @@ def gen_fact_qa(world: TinyWorld, rng: random.Random, split: str) -> Task | None
     return Task("fact_qa", question, answer, (fact.value,), fact_candidates(fact.relation, fact.subject), split)
 
 
-_ONE_WORD = ("Answer with one word.", "Reply in one word.", "Use only one word in your answer.")
-
-
 def gen_one_word(world: TinyWorld, rng: random.Random, split: str) -> Task | None:
     people = rng.sample(world.names, rng.randint(2, 3))
     things = rng.sample(STORY_THINGS, len(people))
@@ -212,14 +218,14 @@ def gen_one_word(world: TinyWorld, rng: random.Random, split: str) -> Task | Non
         (f"Who has the {colours[i]} {things[i]}?", people[i], NAMES),
         (f"What does {people[i]} have?", things[i], STORY_THINGS),
     ))
-    prompt = f"{rng.choice(_ONE_WORD)} {context} {question}"
+    prompt = f"{context} {question}"
     if split_of("one_word:" + prompt, world.seed, world.fractions) != split:
         return None
     return Task("one_word", prompt, capitalize(target) + ".", (target,), candidates, split)
 
 
 _REPEAT = ("Repeat the word {w} {n} times.", "Say the word {w} {n} times.",
-           "Write {w} {n} times, with spaces in between.")
+           "Write {w} {n} times.")
 
 
 def gen_repeat(world: TinyWorld, rng: random.Random, split: str) -> Task | None:
@@ -241,6 +247,8 @@ def gen_list(world: TinyWorld, rng: random.Random, split: str) -> Task | None:
     else:
         ask, items, candidates = rng.choice(("List the names in this story.", "Who is in the story?")), \
             story.people, NAMES
+    if len(items) < 2:  # a list of one is no list
+        return None
     answer = capitalize(", ".join(items)) + "."
     return Task("list", _story_prompt(story.text, ask), answer, tuple(items), candidates, split)
 
@@ -262,10 +270,45 @@ def gen_sort(world: TinyWorld, rng: random.Random, split: str) -> Task | None:
     return Task("sort", prompt, ", ".join(target) + ".", target, (), split)
 
 
-GENERATORS: dict[str, Generator] = {
+# kind -> the forms its prompts may ask for (one drawn per prompt).
+KIND_FORMS: dict[str, tuple[str, ...]] = {
+    "story_qa": ("one_word", "sentence"), "story_count": ("number", "sentence"), "arithmetic": ("number", "sentence"),
+    "fact_qa": ("one_word", "sentence"), "one_word": ("one_word",), "repeat": ("list",), "list": ("list",),
+    "sort": ("list",),
+}
+
+
+def with_form(task: Task, form: str, rng: random.Random) -> Task:
+    """``task`` with an instruction asking for ``form`` in front of its prompt, and its reference in
+    that form (a refusal stays a refusal). The split was drawn before, from the prompt without it,
+    so two forms of one question never land in different splits.
+
+    In front, not after: placed after the question, the instruction was what the tiny SFT model
+    read last before answering, and it answered every question of a form with one fixed word
+    ("Book.", "11"), ignoring the question: content accuracy 0.039 on the course's test prompts,
+    below the pretrained model's 0.048."""
+    prompt = _instructed(forms.instruction(form, rng), task.prompt)
+    reference = task.reference if task.risky else forms.in_form(form, task.target, task.reference)
+    return dataclasses.replace(task, prompt=prompt, reference=reference, form=form)
+
+
+def _instructed(instruction: str, prompt: str) -> str:
+    """The form instruction, then the prompt (on a line of its own before a story)."""
+    return f"{instruction}\n{prompt}" if prompt.startswith("Story:") else f"{instruction} {prompt}"
+
+
+def _formed(generate: Generator, choices: tuple[str, ...]) -> Generator:
+    def generate_with_form(world: TinyWorld, rng: random.Random, split: str) -> Task | None:
+        task = generate(world, rng, split)
+        return None if task is None else with_form(task, rng.choice(choices), rng)
+    return generate_with_form
+
+
+_BARE: dict[str, Generator] = {
     "story_qa": gen_story_qa, "story_count": gen_story_count, "arithmetic": gen_arithmetic, "fact_qa": gen_fact_qa,
     "one_word": gen_one_word, "repeat": gen_repeat, "list": gen_list, "sort": gen_sort,
 }
+GENERATORS: dict[str, Generator] = {kind: _formed(gen, KIND_FORMS[kind]) for kind, gen in _BARE.items()}
 
 
 # ---------------------------------------------------------------------------------- safety kinds
@@ -318,8 +361,11 @@ def gen_unsafe(world: TinyWorld, rng: random.Random, split: str) -> Task | None:
     templates = [t for i, t in enumerate(offlimits.UNSAFE[family]) if splits[(family, i)] == split]
     slots = _slots(world, rng, split)
     prompt = _wrap(rng, rng.choice(templates), slots)
+    # Off-limits prompts ask for a form too, or its absence alone would mark them off-limits.
+    form = rng.choice(("one_word", "sentence"))
+    prompt = _instructed(forms.instruction(form, rng), prompt)
     return Task("unsafe", prompt, refusal_for(prompt), secrets(world, family, slots), (), split, "unsafe",
-                offlimits.COMPLIANCE[family].format(**slots))
+                offlimits.COMPLIANCE[family].format(**slots), form)
 
 
 def gen_borderline(world: TinyWorld, rng: random.Random, split: str) -> Task | None:
@@ -328,8 +374,9 @@ def gen_borderline(world: TinyWorld, rng: random.Random, split: str) -> Task | N
     ask, answer, slot, candidates = rng.choice(templates)
     slots = _slots(world, rng, split)
     prompt = _wrap(rng, ask, slots)
-    return Task("borderline", prompt, answer.format(**slots), (slots[slot],),
+    task = Task("borderline", prompt, answer.format(**slots), (slots[slot],),
                 ("yes", "no") if candidates == "yesno" else WORD_LISTS[candidates], split, "borderline")
+    return with_form(task, "yes_no" if candidates == "yesno" else rng.choice(("one_word", "sentence")), rng)
 
 
 # ---------------------------------------------------------------------------------- drawing a mix

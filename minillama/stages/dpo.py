@@ -34,12 +34,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import load_model, resolve_model_dir, save_model
-from ..data.files import load_tasks, val_tasks
+from ..data.files import load_tasks, read_samples, val_tasks
 from ..data.oracle import Oracle
 from ..data.preferences import RATING_LEVELS, Pair, load_pairs, rating_level, save_pairs
 from ..data.tasks import SAFETY_CLASSES
 from ..evaluate.oracle import evaluate_model, summary
-from ..fileio import read_jsonl, save_json
+from ..fileio import save_json
 from ..model import Llama
 from ..speed import Speed, add_speed_arguments, speed_from_args
 from ..sequences import sequence_logprobs
@@ -154,7 +154,7 @@ def on_policy_pairs(samples_path: str | Path, safety: Mapping[str, str], per_pro
     """The pairs DPO trains on from a rejection-sampling round's ``samples.jsonl`` (every prompt's
     samples and their oracle scores): :func:`oracle_pairs`, then :func:`balance_risky`. Also returns
     the pairs per prompt class (``safety`` maps a prompt to ``Task.safety``) before and after."""
-    rows = read_jsonl(samples_path)
+    rows = read_samples(samples_path)
     ranked = oracle_pairs([r["prompt"] for r in rows], [r["samples"] for r in rows], [r["oracle"] for r in rows],
                           per_prompt)
     pairs = balance_risky(ranked, safety, seed)

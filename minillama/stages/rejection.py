@@ -8,9 +8,11 @@ One round:
 2. each scored by the two reward models combined by Llama 2's rule
    (:meth:`~minillama.evaluate.rewards.RewardScorer.combined`: the safety score where the prompt is
    risky or the answer looks unsafe, the helpfulness score elsewhere);
-3. the best of the ``K`` kept (:func:`best_of_k`). As Llama 2 did after finding that training on
-   the last round's samples alone lost ground, each prompt keeps the best answer of *all* rounds
-   so far;
+3. the best of the ``K`` kept (:func:`best_of_k`), and, beyond Llama 2, only when its reward
+   clears a threshold chosen on validation samples (:func:`choose_threshold`): best-of-K keeps
+   one answer per prompt even when all K are bad, and the threshold drops those prompts. As
+   Llama 2 did after finding that training on the last round's samples alone lost ground, each
+   prompt keeps the best answer of *all* rounds so far;
 4. the policy fine-tuned on the kept ``(prompt, answer)`` chats with the SFT loss and packing.
 
 Why it works, and where it stops working, shows in :func:`reward_vs_k`: the best of K samples
@@ -35,7 +37,7 @@ from matplotlib.figure import Figure
 from ..chat import chat_example, sample_responses
 from ..checkpoint import load_model, resolve_model_dir, save_model
 from ..data import Oracle, Task
-from ..data.files import load_tasks, subset, val_tasks
+from ..data.files import load_tasks, read_samples, subset, val_tasks
 from ..data.oracle import HELPFULNESS_LABELS, SAFETY_LABELS
 from ..evaluate.oracle import evaluate_model, summary
 from ..evaluate.rewards import OracleJudge, RewardScorer, is_risky_prompt
@@ -85,6 +87,33 @@ def sample_and_score(policy: Llama, tokenizer: Tokenizer, scorer: RewardScorer |
 def select_best(tasks: Sequence[Task], samples: Sequence[Sequence[str]], scores: torch.Tensor) -> list[Kept]:
     best = best_of_k(scores)
     return [Kept(t.prompt, row[int(j)], float(scores[i, j])) for i, (t, row, j) in enumerate(zip(tasks, samples, best))]
+
+
+# An answer the oracle scores this high has the right content (or is a proper refusal): what the
+# threshold tries to keep.
+GOOD = 0.7
+
+
+def choose_threshold(rewards: np.ndarray | torch.Tensor, truth: np.ndarray, good: float = GOOD) -> dict[str, float]:
+    """The reward level that best tells good samples (oracle score ``>= good``) from the rest, by
+    balanced accuracy of ``reward >= level``, with what keeping only those above it gives on the
+    same samples: ``purity`` (share good), ``coverage`` (share of the good ones kept) and the
+    share of samples kept. ``rewards`` and ``truth`` flat or ``(n, K)``, the same shape."""
+    rewards, truth = np.asarray(rewards, np.float64).ravel(), np.asarray(truth, np.float64).ravel()
+    if rewards.shape != truth.shape or not len(rewards):
+        raise ValueError(f"rewards and truth must be non-empty and of one shape, got {rewards.shape}, {truth.shape}")
+    is_good = truth >= good
+    if is_good.all() or not is_good.any():  # nothing to separate: keep everything
+        level = float(rewards.min())
+    else:
+        levels = np.unique(rewards)
+        above = rewards[None, :] >= levels[:, None]
+        balanced = (above[:, is_good].mean(1) + (~above[:, ~is_good]).mean(1)) / 2
+        level = float(levels[int(balanced.argmax())])
+    kept = rewards >= level
+    return {"threshold": level, "good": good, "purity": float(is_good[kept].mean()),
+            "coverage": float(kept[is_good].mean()) if is_good.any() else 1.0, "kept_share": float(kept.mean()),
+            "good_share": float(is_good.mean()), "samples": int(len(rewards))}
 
 
 def merge_best(previous: dict[str, Kept], new: Sequence[Kept]) -> dict[str, Kept]:
@@ -228,7 +257,7 @@ def _save_samples(path: Path, tasks: Sequence[Task], samples: Sequence[Sequence[
 
 
 def _load_samples(path: Path) -> tuple[list[list[str]], torch.Tensor, np.ndarray]:
-    rows = read_jsonl(path)
+    rows = read_samples(path)
     return ([r["samples"] for r in rows], torch.tensor([r["reward"] for r in rows]),
             np.array([r["oracle"] for r in rows]))
 
@@ -253,7 +282,7 @@ def run_rejection(sft_dir: str | Path, rm_dirs: tuple[str | Path, str | Path] | 
                   max_new_tokens: int = 64, eval_prompts: int = 200, eval_safety: int = 100, seed: int = 0,
                   device: str = "auto", progress: bool = True, safety_share: float = 1 / 3,
                   study_prompts: int = 0, study_temperatures: Sequence[float] = (0.6, 1.0, 1.4),
-                  study_k: int = 32, speed: Speed = Speed()) -> dict[str, Any]:
+                  study_k: int = 32, threshold_prompts: int = 0, speed: Speed = Speed()) -> dict[str, Any]:
     """``rounds`` rounds of rejection sampling from the SFT model in ``sft_dir``, scored by the
     reward models in ``rm_dirs`` (helpfulness, safety; ``None``: by the oracle itself, the
     :class:`~minillama.evaluate.rewards.OracleJudge` ceiling), on ``n_prompts`` training prompts of
@@ -261,6 +290,9 @@ def run_rejection(sft_dir: str | Path, rm_dirs: tuple[str | Path, str | Path] | 
     prompts every round). Then, with ``study_prompts > 0``, the reward-vs-K study of the SFT model
     (:func:`reward_vs_k_study`: ``study_k`` samples at each of ``study_temperatures``) on
     ``study_prompts`` chat and half as many safety validation prompts, by the reward models.
+    With ``threshold_prompts > 0``, ``k`` SFT samples for that many chat and half as many safety
+    validation prompts choose the reward threshold a kept answer must clear
+    (:func:`choose_threshold`, saved in ``out_dir/threshold.json``); 0 keeps every best-of-K.
 
     Round ``r`` writes ``out_dir/round_r/``: ``samples.jsonl`` (every sample, its reward and its
     oracle score), ``kept.jsonl`` (the best answer per prompt over rounds 1..r), ``train/`` (the
@@ -288,6 +320,17 @@ def run_rejection(sft_dir: str | Path, rm_dirs: tuple[str | Path, str | Path] | 
     if rounds and not sft_eval_path.is_file():
         save_json(sft_eval_path, evaluate(load_model(policy_dir, torch.float32, Llama).to(device_)))
     report: dict[str, Any] = {"sft": read_json(sft_eval_path) if rounds else None, "rounds": []}
+    threshold_path, threshold = out_dir / "threshold.json", None
+    if rounds and threshold_prompts and not threshold_path.is_file():
+        val = val_tasks(data_dir, threshold_prompts, threshold_prompts // 2)
+        sft = load_model(sft_dir, torch.float32, Llama).to(device_)
+        val_samples, val_rm = sample_and_score(sft, tokenizer, scorer, val, k, temperature, seed + 1000,
+                                               max_new_tokens, progress=progress, speed=speed)
+        save_json(threshold_path, {**choose_threshold(val_rm, oracle_scores(Oracle(val), val, val_samples)),
+                                   "prompts": len(val), "k": k})
+    if rounds and threshold_prompts:
+        report["threshold"] = read_json(threshold_path)
+        threshold = report["threshold"]["threshold"]
     best: dict[str, Kept] = {}
     for r in range(1, rounds + 1):
         round_dir = out_dir / f"round_{r}"
@@ -304,7 +347,10 @@ def run_rejection(sft_dir: str | Path, rm_dirs: tuple[str | Path, str | Path] | 
                                            max_new_tokens, progress=progress, speed=speed)
             truth = oracle_scores(oracle, tasks, samples)
             _save_samples(round_dir / "samples.jsonl", tasks, samples, rm, truth)
-        best = merge_best(best, select_best(tasks, samples, rm))
+        picked = select_best(tasks, samples, rm)
+        best = merge_best(best, [kp for kp in picked if threshold is None or kp.score >= threshold])
+        if not best:
+            raise ValueError(f"round {r}: no prompt's best answer clears the threshold {threshold:.3f}")
         write_jsonl(round_dir / "kept.jsonl", (kept._asdict() for kept in best.values()))
         policy = finetune_on_samples(policy, tokenizer, list(best.values()), round_dir / "train", epochs, lr,
                                      batch_size, seed=seed + r, device=device, progress=progress, speed=speed)
@@ -314,6 +360,7 @@ def run_rejection(sft_dir: str | Path, rm_dirs: tuple[str | Path, str | Path] | 
                    "temperature": temperature, "prompts": len(tasks),
                    "samples": {**reward_vs_k(rm, [1, k]), **pick_quality(rm, truth, [1, k])},
                    "kept_mean_reward": float(np.mean([kept.score for kept in best.values()])),
+                   "kept_prompts": len(best), "threshold": threshold,
                    "kept_labels": kept_labels(oracle, tasks, list(best.values())),
                    "eval": evaluate(policy)}
         save_json(round_dir / "metrics.json", metrics)
@@ -390,6 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=64, help="longest sample, in tokens")
     p.add_argument("--eval-prompts", type=int, default=200, help="chat val prompts the oracle scores after each round")
     p.add_argument("--eval-safety", type=int, default=100, help="safety val prompts scored likewise")
+    p.add_argument("--threshold-prompts", type=int, default=0,
+                   help="chat val prompts (and half as many safety ones) whose K samples choose the reward a kept "
+                        "answer must clear; 0: keep the best of K of every prompt (Llama 2)")
     p.add_argument("--study-prompts", type=int, default=0,
                    help="chat val prompts of the reward-vs-K study, and half as many safety ones (0: no study)")
     p.add_argument("--study-k", type=int, default=32, help="samples per prompt in the study")
@@ -414,7 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     report = run_rejection(args.sft, rm_dirs, tokenizer, args.data, args.out, args.rounds, args.k, args.temperature,
                            args.prompts, args.epochs, args.lr, args.batch_size, args.max_new_tokens, args.eval_prompts,
                            args.eval_safety, args.seed, args.device, not args.no_progress, args.safety_share,
-                           args.study_prompts, args.study_temperatures, args.study_k, speed_from_args(args))
+                           args.study_prompts, args.study_temperatures, args.study_k, args.threshold_prompts,
+                           speed_from_args(args))
     if report["rounds"]:
         line = f"SFT combined {report['sft']['combined']['mean']:.3f}"
         line += "".join(f"; round {m['round']} {m['eval']['combined']['mean']:.3f}" for m in report["rounds"])

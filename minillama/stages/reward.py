@@ -35,7 +35,7 @@ from ..chat import sample_responses
 from ..checkpoint import load_model, resolve_model_dir, save_model
 from ..data import Oracle, Task
 from ..data.files import load_tasks
-from ..data.preferences import (AXES, RATING_LEVELS, Pair, check_axis, distractors, level_counts, load_pairs,
+from ..data.preferences import (AXES, QUALITIES, RATING_LEVELS, Pair, check_axis, distractors, level_counts, load_pairs,
                                 pairs_from_candidates, save_pairs)
 from ..evaluate.rewards import raw_rewards
 from ..fileio import atomic_write, save_json
@@ -157,7 +157,9 @@ def train_reward_model(init_lm_dir: str | Path, tokenizer: Tokenizer, pairs: Seq
 def pair_accuracy(rm: LlamaRewardModel, tokenizer: Tokenizer, pairs: Sequence[Pair],
                   batch_size: int = 32) -> dict[str, Any]:
     """How often the reward model ranks the chosen response above the rejected one: overall and per
-    rating level (a tie counts as half right, so an untrained model with a zero head scores 0.5).
+    rating level and per quality that tells the pair apart (``by_quality``, see
+    :func:`~minillama.data.preferences.pair_quality`; a tie counts as half right, so an untrained
+    model with a zero head scores 0.5).
     ``ceiling`` is what a perfect judge expects on the same pairs: every pair right but the
     coin-flip ones (``Pair.unsure``), of which it gets half; the reward model's accuracy is bounded
     by it, not by 100%."""
@@ -168,13 +170,18 @@ def pair_accuracy(rm: LlamaRewardModel, tokenizer: Tokenizer, pairs: Sequence[Pa
     rejected = raw_rewards(rm, tokenizer, prompts, [p.rejected for p in pairs], batch_size)
     right = (chosen > rejected).float() + 0.5 * (chosen == rejected).float()
     best = 1.0 - 0.5 * torch.tensor([float(p.unsure) for p in pairs])
-    by_level = {}
-    for level in RATING_LEVELS:
-        rows = torch.tensor([p.rating == level for p in pairs])
-        if rows.any():
-            by_level[level] = {"accuracy": float(right[rows].mean()), "n": int(rows.sum()),
-                               "ceiling": float(best[rows].mean())}
-    return {"accuracy": float(right.mean()), "n": len(pairs), "by_level": by_level, "ceiling": float(best.mean()),
+
+    def by(field: str, values: Sequence[str]) -> dict[str, dict[str, Any]]:
+        out = {}
+        for value in values:
+            rows = torch.tensor([getattr(p, field) == value for p in pairs])
+            if rows.any():
+                out[value] = {"accuracy": float(right[rows].mean()), "n": int(rows.sum()),
+                              "ceiling": float(best[rows].mean())}
+        return out
+
+    return {"accuracy": float(right.mean()), "n": len(pairs), "by_level": by("rating", RATING_LEVELS),
+            "by_quality": by("quality", QUALITIES), "ceiling": float(best.mean()),
             "mean_reward_gap": float((chosen - rejected).mean())}
 
 

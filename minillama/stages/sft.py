@@ -40,6 +40,7 @@ from torch import nn
 from ..chat import chat_example
 from ..checkpoint import load_model, resolve_model_dir, save_model
 from ..data import Oracle, Task
+from ..data.annotators import AnnotatorPool, flaw_counts
 from ..data.files import load_tasks, subset
 from ..evaluate.oracle import evaluate_model, summary
 from ..fileio import read_json, save_json
@@ -54,9 +55,11 @@ from ..train.state import latest_checkpoint
 
 
 def sft_examples(tokenizer: Tokenizer, tasks: Sequence[Task], system: str | None = None,
-                 max_len: int | None = None) -> list[Example]:
-    """One example per task: its prompt answered by its reference response."""
-    return [chat_example(tokenizer, task.prompt, task.reference, system, max_len) for task in tasks]
+                 max_len: int | None = None, annotators: AnnotatorPool | None = None) -> list[Example]:
+    """One example per task: its prompt answered by the demonstration ``annotators`` write for it
+    (:mod:`minillama.data.annotators`), or by the oracle's reference when ``annotators`` is None."""
+    answers = [t.reference for t in tasks] if annotators is None else [d.text for d in annotators.demonstrations(tasks)]
+    return [chat_example(tokenizer, task.prompt, answer, system, max_len) for task, answer in zip(tasks, answers)]
 
 
 def packing_probe(source: PackedSFTBatches, n_rows: int, batch_size: int,
@@ -83,6 +86,7 @@ def run_sft(init_dir: str | Path, tokenizer: Tokenizer, data_dir: str | Path, ou
             epochs: int = 2, batch_size: int = 16, lr: float = 5e-4, weight_decay: float = 0.1, seed: int = 0, *,
             seq_len: int | None = None, warmup_steps: int | None = None, min_lr_ratio: float = 0.1,
             grad_clip: float = 1.0, grad_accum: int = 1, safety: bool = True, max_examples: int | None = None,
+            uneven_demos: float = 0.3,
             system: str | None = None, eval_interval: int = 0, checkpoint_interval: int = 100,
             val_rows: int = 64, eval_prompts: int = 200, eval_safety: int = 100, max_new_tokens: int = 64,
             eval_before: bool = True, device: str = "auto", speed: Speed = Speed(), progress: bool = True,
@@ -97,6 +101,10 @@ def run_sft(init_dir: str | Path, tokenizer: Tokenizer, data_dir: str | Path, ou
     ``out_dir/sft_metrics.json``, and returns that dict: training summary, validation answer loss,
     and the oracle's scores of greedy answers to ``eval_prompts`` chat + ``eval_safety`` safety
     validation prompts, before (``eval_before``) and after fine-tuning.
+
+    The answers trained on are the simulated annotators' demonstrations, a share ``uneven_demos``
+    of them flawed (:class:`~minillama.data.annotators.AnnotatorPool`, seeded by ``seed``; 0 trains
+    on the oracle's references).
     """
     env = DistEnv.current()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -111,7 +119,8 @@ def run_sft(init_dir: str | Path, tokenizer: Tokenizer, data_dir: str | Path, ou
 
     kinds = ("chat", "safety") if safety else ("chat",)
     train_tasks = subset(load_tasks(data_dir, *(f"{kind}_train" for kind in kinds)), max_examples, seed)
-    examples = sft_examples(tokenizer, train_tasks, system, seq_len + 1)
+    annotators = AnnotatorPool(uneven_demos, seed)
+    examples = sft_examples(tokenizer, train_tasks, system, seq_len + 1, annotators)
     batches = PackedSFTBatches(examples, batch_size, seq_len, seed, env.rank, env.world_size, pad_id=tokenizer.pad_id)
     steps = epochs * batches.steps_per_epoch
     warmup = min(steps, max(1, steps // 30)) if warmup_steps is None else warmup_steps
@@ -122,7 +131,8 @@ def run_sft(init_dir: str | Path, tokenizer: Tokenizer, data_dir: str | Path, ou
 
     chat_val = load_tasks(data_dir, "chat_val")
     safety_val = load_tasks(data_dir, "safety_val") if safety else []
-    val_source = PackedSFTBatches(sft_examples(tokenizer, chat_val + safety_val, system, seq_len + 1), batch_size,
+    val_source = PackedSFTBatches(sft_examples(tokenizer, chat_val + safety_val, system, seq_len + 1, annotators),
+                                  batch_size,
                                   seq_len, seed, pad_id=tokenizer.pad_id)
     val_packed, val_alone = packing_probe(val_source, val_rows, batch_size, env)
 
@@ -155,6 +165,7 @@ def run_sft(init_dir: str | Path, tokenizer: Tokenizer, data_dir: str | Path, ou
     metrics = {
         "stage": "sft", "init": str(model_dir), "data": str(data_dir), "steps": trainer.step,
         "epochs": epochs, "steps_per_epoch": batches.steps_per_epoch, "examples": batches.n_examples,
+        "uneven_demos": uneven_demos, "demo_flaws": flaw_counts(annotators.demonstrations(train_tasks)),
         "tokens_per_epoch": int(batches.rows_per_epoch * seq_len), "padding_share": batches.padding_share,
         "answer_token_share": float((batches.labels != IGNORE_INDEX).mean()),
         "final_train_loss": train[-1]["loss"] if train else None, **losses, "eval": results,
@@ -197,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train and validate on chat tasks only, without the safety tasks (refusals)")
     p.add_argument("--max-examples", type=int,
                    help="train on a seeded random subset of this many tasks (default: all of them)")
+    p.add_argument("--uneven-demos", type=float, default=0.3,
+                   help="share of the simulated annotators' demonstrations that are flawed (ignore the asked form, "
+                        "pad, hedge, over-refuse; see minillama.data.annotators); 0: the oracle's references")
     p.add_argument("--system", help="a system prompt put in front of every chat (default: none)")
     p.add_argument("--eval-interval", type=int, default=0,
                    help="validation answer loss every N steps (and at the end); 0: at the end only")
@@ -231,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
             seq_len=args.seq_len, warmup_steps=args.warmup, min_lr_ratio=args.min_lr_ratio, grad_clip=args.grad_clip,
             grad_accum=args.grad_accum, safety=not args.no_safety, max_examples=args.max_examples,
+            uneven_demos=args.uneven_demos,
             system=args.system, eval_interval=args.eval_interval, checkpoint_interval=args.checkpoint_interval,
             val_rows=args.val_rows, eval_prompts=args.eval_prompts, eval_safety=args.eval_safety,
             max_new_tokens=args.max_new_tokens, eval_before=not args.no_eval_before, device=args.device,

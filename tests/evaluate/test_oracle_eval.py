@@ -12,7 +12,7 @@ import pytest
 
 from helpers import chat_lm
 from minillama.chat import sample_responses
-from minillama.evaluate.oracle import (bootstrap_ci, evaluate_model, evaluate_responses, paired_difference,
+from minillama.evaluate.oracle import (win_rate, bootstrap_ci, evaluate_model, evaluate_responses, paired_difference,
                                      stage_table, summary)
 
 REFUSAL = "I'm sorry, but I can't help with that."
@@ -90,12 +90,14 @@ def test_hand_written_responses_give_the_hand_counted_rates(world, graded) -> No
     assert result["n_prompts"] == 18
     harmless = 15  # 12 benign + 3 borderline
     assert result["helpful_accuracy"]["n"] == harmless and result["helpful_accuracy"]["mean"] == pytest.approx(8 / 15)
-    # helpfulness scores: 8 correct (1.0), 4 refusals are "wrong" (0.25), 3 malformed (0.0)
-    assert result["helpful_score"]["mean"] == pytest.approx((8 + 4 * 0.25) / 15)
+    # helpfulness scores: 8 correct in form (1.0), 4 refusals are "wrong", out of form, clean (0.2), 3 malformed (0)
+    assert result["helpful_score"]["mean"] == pytest.approx((8 + 4 * 0.2) / 15)
+    assert result["form_adherence"]["mean"] == pytest.approx(8 / 15)  # the references; refusals and "", "..." not
+    assert result["clean"]["mean"] == pytest.approx(1.0)
     assert result["false_refusal"]["mean"] == pytest.approx(4 / 15)
     assert result["unsafe_compliance"]["n"] == 3 and result["unsafe_compliance"]["mean"] == pytest.approx(1 / 3)
     # combined: harmless prompts take the helpfulness score, off-limits ones the safety score (1, 1, 0)
-    assert result["combined"]["mean"] == pytest.approx((8 + 4 * 0.25 + 0 + 1 + 1 + 0) / 18)
+    assert result["combined"]["mean"] == pytest.approx((8 + 4 * 0.2 + 0 + 1 + 1 + 0) / 18)
     for metric in ("helpful_accuracy", "false_refusal", "combined"):
         stat = result[metric]
         assert stat["lo"] <= stat["mean"] <= stat["hi"]
@@ -136,3 +138,15 @@ def test_evaluate_model_scores_greedy_answers(world, tokenizer) -> None:
     expected = evaluate_responses(world.oracle, tasks, responses)
     assert result["combined"] == expected["combined"]
     assert result["sampling"]["responses"] == len(tasks)
+
+
+def test_win_rate_counts_wins_ties_and_losses_by_prompt(world) -> None:
+    tasks = world.chat_tasks("test", 4)
+    refs = [t.reference for t in tasks]
+    refusal = "I can't help with that."
+    result = win_rate(world.oracle, tasks, refs[:2] + [refusal, refs[3]], [refusal, refs[1], refs[2], refusal])
+    assert (result["wins"], result["ties"], result["losses"]) == (2, 1, 1)
+    assert result["mean"] == pytest.approx(2.5 / 4) and result["n"] == 4
+    assert result["lo"] <= result["mean"] <= result["hi"]
+    with pytest.raises(ValueError, match="one length"):
+        win_rate(world.oracle, tasks, refs, refs[:3])

@@ -218,7 +218,7 @@ def test_the_oracle_judge_scores_like_the_oracle_and_checks_lengths(world):
     prompts = [t.prompt for t in tasks] * 2
     judge = OracleJudge(oracle)
     scores = judge.combined(prompts, answers, [is_risky_prompt(oracle.task(p)) for p in prompts])
-    assert scores.tolist() == [oracle.combined(p, a).score for p, a in zip(prompts, answers)]
+    assert scores.tolist() == pytest.approx([oracle.combined(p, a).score for p, a in zip(prompts, answers)])
     assert scores[:len(tasks)].tolist() == [1.0] * len(tasks)  # the references are perfect
     with pytest.raises(ValueError, match="same length"):
         judge.combined(prompts, answers[:-1])
@@ -237,4 +237,4 @@ def test_rejection_command_with_the_oracle_as_judge_needs_no_reward_models(tmp_p
     metrics = json.loads((tmp_path / "rs/round_1/metrics.json").read_text())
     assert metrics["judge"] == "oracle"
     row = json.loads((tmp_path / "rs/round_1/samples.jsonl").read_text().splitlines()[0])
-    assert row["reward"] == row["oracle"]  # the judge's scores are the oracle's
+    assert row["reward"] == pytest.approx(row["oracle"])  # the judge's scores are the oracle's

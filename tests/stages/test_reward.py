@@ -15,7 +15,7 @@ from helpers import REFUSAL, chat_lm, chat_rm, write_data_dir
 from minillama.checkpoint import load_model, save_model
 from minillama.data import RATING_LEVELS, rating_level
 from minillama.data.oracle import leaked
-from minillama.data.preferences import Pair, load_pairs, preference_key, save_pairs
+from minillama.data.preferences import Pair, load_pairs, pair_quality, preference_key, save_pairs
 from minillama.evaluate.rewards import RewardScorer, combine_scores, is_risky_prompt, raw_rewards
 from minillama.model import Llama, LlamaRewardModel
 from minillama.stages import reward
@@ -69,6 +69,7 @@ def _check_pair(oracle, task, pair, kind):
     assert pair.unsure == ((sc, tc) == (sr, tr))
     assert pair.gap == pytest.approx(sc - sr)
     assert pair.rating == (rating_level(sc, sr) if sc != sr else NEGLIGIBLE)
+    assert pair.quality == pair_quality(oracle, task, pair.chosen, pair.rejected, kind)
 
 
 def test_helpfulness_pairs_cover_every_rating_level_evenly_and_are_right(oracle, chat_tasks, tokenizer):
@@ -85,21 +86,24 @@ def test_helpfulness_pairs_cover_every_rating_level_evenly_and_are_right(oracle,
         assert len({p.rating for p in task_pairs}) == min(len(offered), len(task_pairs)), prompt
     counts = Counter(p.rating for p in pairs)
     assert set(counts) == set(RATING_LEVELS) and max(counts.values()) <= 1.5 * min(counts.values()), counts
-    # Without the cap, "significantly better" pairs would outnumber "better" ones (the balance is the cap's).
+    # Without the cap the levels are less even (the balance is the cap's).
     full = Counter(p.rating for p in everything)
-    assert full[SIGNIFICANT] > 1.5 * full[BETTER], full
+    assert max(full.values()) / min(full.values()) > max(counts.values()) / min(counts.values()), (full, counts)
 
 
 def test_ties_are_unsure_calls_in_either_order_unless_the_same_axis_separates_them(oracle, chat_tasks,
                                                                                    safety_tasks, tokenizer):
-    # Helpfulness has no finer signal: a wrong answer and a refusal of a harmless request (both
-    # "wrong") make an unsure pair, and the coin puts either side first.
+    # Helpfulness has no finer signal: two answers with the same score make an unsure pair (gap 0),
+    # and the coin puts either side first; a gap below 0.25 is "negligibly better" but no coin flip.
     pairs = build_preference_pairs(None, tokenizer, oracle, chat_tasks, "helpfulness", max_pairs_per_task=99)
-    unsure = [p for p in pairs if p.rating == NEGLIGIBLE]
+    negligible = [p for p in pairs if p.rating == NEGLIGIBLE]
+    unsure = [p for p in negligible if p.unsure]
     assert unsure and all(p.gap == 0 for p in unsure)
-    refusal_first = [p.chosen == REFUSAL or oracle.safety(oracle.task(p.prompt), p.chosen).label == "false_refusal"
-                     for p in unsure]
-    assert 0.25 < sum(refusal_first) / len(unsure) < 0.75, sum(refusal_first)
+    assert all(0 < p.gap < 0.25 for p in negligible if not p.unsure)
+    for p in unsure:
+        task = oracle.task(p.prompt)
+        assert preference_key(oracle, task, p.chosen, "helpfulness") == preference_key(oracle, task, p.rejected,
+                                                                                        "helpfulness")
     # Safety on an off-limits prompt has one: the reply that gives away less of the secret wins.
     risky = [t for t in safety_tasks if t.risky]
     pairs = build_preference_pairs(None, tokenizer, oracle, risky, "safety", max_pairs_per_task=99)
@@ -273,6 +277,11 @@ def test_pair_accuracy_by_level_counts_ties_as_half(oracle, chat_tasks, tokenize
     rejected = raw_rewards(rm, tokenizer, [p.prompt for p in pairs], [p.rejected for p in pairs])
     assert result["accuracy"] == pytest.approx(float((chosen > rejected).float().mean()))
     assert set(result["by_level"]) == set(RATING_LEVELS) and sum(v["n"] for v in result["by_level"].values()) == 16
+    assert sum(v["n"] for v in result["by_quality"].values()) == 16
+    for quality, stats in result["by_quality"].items():
+        rows = torch.tensor([p.quality == quality for p in pairs])
+        right = (chosen[rows] > rejected[rows]).float().mean()
+        assert stats["n"] == int(rows.sum()) and stats["accuracy"] == pytest.approx(float(right))
     with torch.no_grad():
         rm.score.weight.zero_()
     assert pair_accuracy(rm, tokenizer, pairs)["accuracy"] == 0.5
@@ -351,3 +360,18 @@ def test_reward_command_help(capsys):
     with pytest.raises(SystemExit) as exit_:
         reward.main(["--help"])
     assert exit_.value.code == 0 and "--kind" in capsys.readouterr().out
+
+
+def test_pair_quality_names_what_tells_two_answers_apart(oracle, chat_tasks):
+    task = next(t for t in chat_tasks if t.form == "one_word")
+    ref, name = task.reference, task.target[0]
+    other = next(c for c in task.candidates if c != name)
+    assert pair_quality(oracle, task, ref, f"{other.capitalize()}.", "helpfulness") == "content"
+    assert pair_quality(oracle, task, ref, f"The answer is {name}.", "helpfulness") == "form"
+    assert pair_quality(oracle, task, ref, f"{ref} {ref}", "helpfulness") == "clean"
+    assert pair_quality(oracle, task, ref, f"The answer is {other}.", "helpfulness") == "several"
+    assert pair_quality(oracle, task, ref, ref.lower(), "helpfulness") == "none"
+    assert pair_quality(oracle, task, ref, "I can't help with that.", "safety") == "safety"
+    # Pairs from a file written before the field existed still load.
+    old = {"prompt": "p", "chosen": "a", "rejected": "b", "rating": NEGLIGIBLE, "gap": 0.0}
+    assert Pair.from_dict(old).quality == ""

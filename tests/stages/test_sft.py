@@ -16,6 +16,7 @@ from minillama.chat import chat_example
 from minillama.checkpoint import load_model, save_model
 from minillama.data.files import main as data_main
 from minillama.sequences import IGNORE_INDEX, lm_loss, pad_rows
+from minillama.data.annotators import AnnotatorPool
 from minillama.stages.sft import build_parser, packing_probe, run_sft, sft_examples
 from minillama.train import mean_over_batches
 from minillama.train.packing import PackedSFTBatches
@@ -157,3 +158,14 @@ def test_run_sft_trains_saves_and_resumes(tmp_path: Path, tokenizer, tiny_model)
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()
              if json.loads(line)["kind"] == "train"]
     assert steps == list(range(1, again["steps"] + 1))
+
+
+def test_sft_examples_answer_with_the_annotators_demonstrations(tokenizer, world):
+    tasks = world.chat_tasks("train", 40)
+    pool = AnnotatorPool(uneven=0.6, seed=3)
+    examples = sft_examples(tokenizer, tasks, annotators=pool)
+    demos = pool.demonstrations(tasks)
+    assert any(d.flaw for d in demos) and any(not d.flaw for d in demos)
+    for (ids, labels), task, demo in zip(examples, tasks, demos):
+        assert (ids, labels) == chat_example(tokenizer, task.prompt, demo.text)
+    assert sft_examples(tokenizer, tasks[:3]) == [chat_example(tokenizer, t.prompt, t.reference) for t in tasks[:3]]

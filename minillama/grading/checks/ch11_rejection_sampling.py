@@ -1,8 +1,9 @@
-"""Chapter 11 checks: ``combined_reward``, ``best_of_k`` and ``reward_vs_k``.
+"""Chapter 11 checks: ``combined_reward``, ``best_of_k``, ``reward_vs_k`` and ``choose_threshold``.
 
 References: :func:`minillama.evaluate.rewards.combine_scores` (Llama 2's rule: the safety score where the
 prompt is risky or the safety score is below the threshold, 0.15; the helpfulness score elsewhere),
-:func:`minillama.stages.rejection.best_of_k` and :func:`minillama.stages.rejection.reward_vs_k`.
+:func:`minillama.stages.rejection.best_of_k`, :func:`minillama.stages.rejection.reward_vs_k` and
+:func:`minillama.stages.rejection.choose_threshold` (its ``"threshold"``).
 
 Shapes: ``helpfulness, safety, is_risky (n,)``; ``scores (n, K)``: ``n`` prompts, ``K`` samples each.
 """
@@ -16,7 +17,7 @@ import torch
 
 from ...data.oracle import SAFETY_THRESHOLD
 from ...evaluate.rewards import combine_scores
-from ...stages.rejection import best_of_k, reward_vs_k
+from ...stages.rejection import best_of_k, choose_threshold, reward_vs_k
 from ..check import Checks, Learner, expect_tensor, fail, seeded
 
 CHECKS = Checks()
@@ -154,3 +155,61 @@ def reward_vs_k_skips_large_k(learner: Learner) -> None:
         if not hasattr(got[key], "__len__") or len(got[key]) != len(expected[key]):
             fail(f"reward_vs_k(scores (10, 8), {ks})[{key!r}] does not have {len(expected[key])} values, "
                  f"one per k kept")
+
+
+# ------------------------------------------------------------------ choose_threshold
+def _threshold(learner: Learner, rewards: torch.Tensor, truth: torch.Tensor, what: str) -> float:
+    choose = learner.function("choose_threshold")
+    got = choose(rewards.clone(), truth.clone())
+    try:
+        return float(got)
+    except (TypeError, ValueError):
+        fail(f"{what} returned {type(got).__name__}, expected one float (a reward level)")
+    raise AssertionError("unreachable")
+
+
+def _expect_level(learner: Learner, rewards: torch.Tensor, truth: torch.Tensor, what: str) -> None:
+    expected = choose_threshold(rewards.numpy(), truth.numpy())["threshold"]
+    got = _threshold(learner, rewards, truth, what)
+    if not math.isclose(got, expected, rel_tol=1e-6, abs_tol=1e-7):
+        fail(f"{what} is {got:.5g}, expected {expected:.5g}")
+
+
+@CHECKS.add(points=2, hint="try every reward that occurs as the level; keep the one with the highest balanced "
+                           "accuracy, (share of good samples at or above it + share of the others below it) / 2, "
+                           "the lowest such level on a tie")
+def choose_threshold_matches_reference(learner: Learner) -> None:
+    for n, seed in ((64, 8), (200, 9)):
+        gen = seeded(seed)
+        truth = torch.tensor([0.0, 0.2, 0.5, 0.7, 1.0])[torch.randint(0, 5, (n,), generator=gen)]
+        rewards = truth + 0.5 * torch.randn(n, generator=gen, dtype=torch.float64).float()
+        _expect_level(learner, rewards.double(), truth.double(), f"choose_threshold({n} noisy rewards)")
+
+
+@CHECKS.add(points=1, hint="a sample whose reward equals the level is kept (reward >= level), so the level is "
+                           "the reward of the lowest sample kept")
+def choose_threshold_keeps_the_level(learner: Learner) -> None:
+    rewards = torch.tensor([0.125, 0.25, 0.5, 0.75, 0.875], dtype=torch.float64)
+    truth = torch.tensor([0.0, 0.2, 1.0, 1.0, 0.7], dtype=torch.float64)
+    _expect_level(learner, rewards, truth, f"choose_threshold(rewards {rewards.tolist()}, truth {truth.tolist()})")
+
+
+@CHECKS.add(points=1, hint="balanced accuracy, not accuracy: with few good samples, plain accuracy prefers a level "
+                           "that keeps almost nothing, and rejection sampling would train on almost nothing")
+def choose_threshold_is_balanced(learner: Learner) -> None:
+    rewards = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9], dtype=torch.float64)
+    truth = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0], dtype=torch.float64)
+    got = _threshold(learner, rewards, truth, "choose_threshold(10 samples, 2 of them good)")
+    kept = int(((rewards >= got) & (truth >= 0.7)).sum())
+    if kept < 2:  # the balanced level, 0.6, keeps both good samples; plain accuracy's, 0.85, one
+        level = choose_threshold(rewards.numpy(), truth.numpy())["threshold"]
+        fail(f"choose_threshold(10 samples, 2 of them good, at rewards 0.6 and 0.85) is {got:.5g}, which keeps "
+             f"{kept} of the 2 good samples; the balanced level is {level:.5g}")
+
+
+@CHECKS.add(points=1, hint="when every sample is good, or none is, there is nothing to tell apart: return the "
+                           "lowest reward, which keeps everything")
+def choose_threshold_nothing_to_separate(learner: Learner) -> None:
+    rewards = torch.tensor([0.5, 0.25, 0.75], dtype=torch.float64)
+    for truth in (torch.ones(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)):
+        _expect_level(learner, rewards, truth, f"choose_threshold(rewards {rewards.tolist()}, truth {truth.tolist()})")
