@@ -245,17 +245,15 @@ def stage_compare(out: Path, data_dir: Path, tok: Tokenizer, seed: int, progress
             save_json(path, summary(evaluate_model(model, tok, oracle, tasks, seed=seed, progress=progress,
                                                    speed=speed)))
         results[name] = read_json(path)
+    def change(base: str, name: str, metric: str) -> dict[str, float]:
+        a, b = (np.array(results[stage]["per_prompt"][metric], dtype=float) for stage in (base, name))
+        return dict(zip(("mean", "lo", "hi"), paired_difference(a, b, seed=seed)))
+
     changes = {}
     for name, (base, metric) in STAGE_TARGETS.items():
-        a = np.array(results[base]["per_prompt"][metric], dtype=float)
-        b = np.array(results[name]["per_prompt"][metric], dtype=float)
-        mean, lo, hi = paired_difference(a, b, seed=seed)
-        changes[name] = {"vs": base, "metric": metric, "mean": mean, "lo": lo, "hi": hi, "improves": bool(lo > 0),
-                         "by_quality": {}}
-        for quality in ANSWER_QUALITIES:
-            a = np.array(results[base]["per_prompt"][quality], dtype=float)
-            b = np.array(results[name]["per_prompt"][quality], dtype=float)
-            changes[name]["by_quality"][quality] = dict(zip(("mean", "lo", "hi"), paired_difference(a, b, seed=seed)))
+        target = change(base, name, metric)
+        changes[name] = {"vs": base, "metric": metric, **target, "improves": bool(target["lo"] > 0),
+                         "by_quality": {quality: change(base, name, quality) for quality in ANSWER_QUALITIES}}
     save_json(run / "changes.json", changes)
     demos = [d.text for d in AnnotatorPool(uneven_demos, seed).demonstrations(tasks)]
     vs_demos = {name: win_rate(oracle, tasks, r["per_prompt"]["response"], demos, seed=seed)

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..data.preferences import RATING_LEVELS
 from ..data.tasks import SAFETY_CLASSES
-from ..evaluate.oracle import ANSWER_QUALITIES, stage_table
+from ..evaluate.oracle import ANSWER_QUALITIES, format_change, stage_table
 from ..fileio import write_text
 from ..stages.rejection import ORACLE_LABELS
 
@@ -146,7 +146,7 @@ def post_training_report(results: dict[str, Any]) -> list[str]:
 
 
 def _change(c: dict[str, float]) -> str:
-    return f"{c['mean']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}]" + (" *" if c["lo"] > 0 or c["hi"] < 0 else "")
+    return format_change(c["mean"], c["lo"], c["hi"])
 
 
 def _quality_rows(acc: dict[str, Any]) -> list[str]:

@@ -31,6 +31,8 @@ import random
 import re
 from collections.abc import Sequence
 
+from .phrasings import capitalize
+
 FORMS: tuple[str, ...] = ("one_word", "number", "sentence", "list", "yes_no")
 # Several phrasings each, none with a number word in it (the oracle reads "one" as 1).
 INSTRUCTIONS: dict[str, tuple[str, ...]] = {
@@ -100,12 +102,11 @@ def in_form(form: str, target: Sequence[str], sentence: str) -> str:
     ``sentence`` and ``yes_no`` forms use it as it is)."""
     check_form(form)
     if form == "one_word":
-        return target[0][:1].upper() + target[0][1:] + "."
+        return capitalize(target[0]) + "."
     if form == "number":
         return target[0]
     if form == "list":
-        joined = ", ".join(target)
-        return joined[:1].upper() + joined[1:] + "."
+        return capitalize(", ".join(target)) + "."
     return sentence
 
 
@@ -119,8 +120,7 @@ def break_form(form: str, target: Sequence[str], reference: str) -> str:
     if form == "sentence":
         return target[0]
     if form == "list":
-        joined = " and ".join(target)
-        return joined[:1].upper() + joined[1:] + "."
+        return capitalize(" and ".join(target)) + "."
     body = " ".join(sentences(reference)[1:]).rstrip(".!?")
     return f"{body}, so {target[0]}." if body else f"I would say {target[0]}."
 

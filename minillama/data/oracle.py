@@ -103,6 +103,11 @@ class Qualities:
         return (WEIGHTS["content"] * CONTENT_CREDIT[self.content] + WEIGHTS["form"] * self.form
                 + WEIGHTS["clean"] * self.clean)
 
+    @property
+    def helpfulness(self) -> Score:
+        """The helpfulness verdict: the content label and the combined score."""
+        return Score(self.content, self.score)
+
 
 # ---------------------------------------------------------------------------------- reading text
 def words(text: str) -> list[str]:
@@ -228,8 +233,7 @@ def qualities(task: Task, response: str) -> Qualities:
 def helpfulness(task: Task, response: str) -> Score:
     """How well ``response`` does what ``task`` asks: the content label and the combined
     helpfulness score (module docstring)."""
-    q = qualities(task, response)
-    return Score(q.content, q.score)
+    return qualities(task, response).helpfulness
 
 
 def safety(task: Task, response: str) -> Score:

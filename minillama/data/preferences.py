@@ -29,7 +29,7 @@ from typing import Any
 
 from ..fileio import read_records, write_jsonl
 from . import forms
-from .oracle import Oracle, leaked, words
+from .oracle import Oracle, Qualities, leaked, words
 from .phrasings import capitalize
 from .offlimits import REFUSALS
 from .tasks import Task
@@ -225,7 +225,12 @@ def pair_quality(oracle: Oracle, task: Task, chosen: str, rejected: str, axis: s
     ones a small judge can tell by reading; content pairs need the facts."""
     if axis == "safety":
         return "safety"
-    a, b = oracle.qualities(task, chosen), oracle.qualities(task, rejected)
+    return differing_quality(oracle.qualities(task, chosen), oracle.qualities(task, rejected))
+
+
+def differing_quality(a: Qualities, b: Qualities) -> str:
+    """``"content"``, ``"form"`` or ``"clean"`` when ``a`` and ``b`` differ in that one quality alone,
+    ``"several"`` when in more, ``"none"`` when in none (see :func:`pair_quality`)."""
     differ = [name for name in ("content", "form", "clean") if getattr(a, name) != getattr(b, name)]
     return differ[0] if len(differ) == 1 else ("several" if differ else "none")
 
@@ -236,14 +241,16 @@ def pairs_from_candidates(oracle: Oracle, task: Task, candidates: list[tuple[str
     where the keys are equal, by a coin flip (an unsure call); then at most ``max_pairs`` of them
     taken round-robin over the rating levels, so that rare levels are not crowded out."""
     keys = [preference_key(oracle, task, text, axis) for text, _ in candidates]
+    # Each candidate's qualities read once, not once per pair it is in.
+    quals = [oracle.qualities(task, text) for text, _ in candidates] if axis == "helpfulness" else []
     by_level: dict[str, list[tuple[bool, float, Pair]]] = {level: [] for level in RATING_LEVELS}
     for i, j in itertools.combinations(range(len(candidates)), 2):
         coin = rng.random() < 0.5  # drawn for every pair, so one pair's order does not shift the next's
         hi, lo = (i, j) if keys[i] > keys[j] or (keys[i] == keys[j] and coin) else (j, i)
         (s_hi, _), (s_lo, _) = keys[hi], keys[lo]
         level = rating_level(s_hi, s_lo) if s_hi != s_lo else RATING_LEVELS[-1]
-        pair = Pair(task.prompt, candidates[hi][0], candidates[lo][0], level, s_hi - s_lo, keys[i] == keys[j],
-                    pair_quality(oracle, task, candidates[hi][0], candidates[lo][0], axis))
+        quality = differing_quality(quals[hi], quals[lo]) if quals else "safety"
+        pair = Pair(task.prompt, candidates[hi][0], candidates[lo][0], level, s_hi - s_lo, keys[i] == keys[j], quality)
         # Pairs of two model samples first, then a sample against a written response: a reward
         # model must judge the policy's own outputs, whose mistakes (an answer to another question,
         # a garbled name) are not the ones the distractors make.

@@ -101,8 +101,8 @@ def per_prompt_scores(oracle: Oracle, tasks: Sequence[Task], responses: Sequence
     if len(tasks) != len(responses):
         raise ValueError(f"tasks and responses must have the same length, got {len(tasks)} and {len(responses)}")
     tasks = [oracle.task(t) for t in tasks]  # a prompt string is looked up; a Task passes through
-    helpful = [oracle.helpfulness(t, r) for t, r in zip(tasks, responses)]
     quality = [oracle.qualities(t, r) for t, r in zip(tasks, responses)]
+    helpful = [q.helpfulness for q in quality]
     safe = [oracle.safety(t, r) for t, r in zip(tasks, responses)]
     combined = [oracle.combined(t, r) for t, r in zip(tasks, responses)]
     risky = np.array([t.risky for t in tasks], dtype=bool)
@@ -192,6 +192,11 @@ def summary(result: Mapping[str, Any], per_prompt: bool = True) -> dict[str, Any
     return _jsonable({k: v for k, v in result.items() if per_prompt or k != "per_prompt"})
 
 
+def format_change(mean: float, lo: float, hi: float) -> str:
+    """A paired change as ``+0.025 [+0.017, +0.033] *``; the star marks an interval that excludes 0."""
+    return f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]" + (" *" if lo > 0 or hi < 0 else "")
+
+
 def _cell(stat: Mapping[str, float] | None) -> str:
     if not stat or stat.get("mean") is None or (isinstance(stat["mean"], float) and math.isnan(stat["mean"])):
         return "n/a"
@@ -213,8 +218,7 @@ def stage_table(stages: Mapping[str, Mapping[str, Any]], compare: str = "combine
         if previous is not None:
             a, b = previous.get("per_prompt"), result.get("per_prompt")
             if a is not None and b is not None and a["prompt"] == b["prompt"]:
-                mean, lo, hi = paired_difference(a[compare], b[compare], n_boot, seed)
-                change = f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]" + (" *" if lo > 0 or hi < 0 else "")
+                change = format_change(*paired_difference(a[compare], b[compare], n_boot, seed))
             else:
                 change = "(other prompts)"
         cells = [name, str(result["n_prompts"]), *(_cell(result.get(m)) for m in METRICS), change]
